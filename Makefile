@@ -1,0 +1,66 @@
+# attncourse: build the book, run the tests, run the benchmarks.
+#
+#   make book    build the book into _build/html (creates .venv on first use)
+#   make test    run the whole test suite, book build and browser checks included
+#   make bench   run the benchmarks in benchmarks/bench_*.py
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+# Recipes find the venv's tools first: jupyter-book starts notebook kernels with the venv's
+# python, and nbgrader runs helpers such as `alembic` by name.
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Extra pip arguments for the torch install only, for machines that must take the CPU build
+# from PyTorch's own index:  make venv TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: help venv book test bench constraints clean distclean
+
+help:
+	@echo "make book         build the book; prints the path of _build/html/index.html"
+	@echo "make test         run the test suite (builds the book, drives headless Chromium)"
+	@echo "make bench        run benchmarks/bench_*.py (BENCH_ARGS='name ...' to pick some)"
+	@echo "make venv         create or update .venv from constraints.txt"
+	@echo "make constraints  rewrite constraints.txt from the packages in .venv"
+	@echo "make clean        remove build outputs; 'make distclean' also removes .venv"
+
+venv: $(STAMP)
+
+# torch goes in first and alone, pinned by constraints.txt, so that no looser requirement
+# later on can make pip choose a different (CUDA) build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(TORCH_PIP_ARGS) torch
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test,grading]"
+	touch $@
+
+book: venv
+	jupyter-book build . -W -n --keep-going
+	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+test: venv
+	bash tools/install-browser.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+constraints: venv
+	$(BIN)/python tools/write_constraints.py
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis benchmarks/results src/*.egg-info
+	find . -path ./.venv -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)
