@@ -1,0 +1,30 @@
+"""Shared fixtures for the library's tests.
+
+The ``device`` fixture runs a test on the CPU and, when torch sees one, on a CUDA GPU;
+the CUDA case carries the ``cuda`` marker and is skipped on machines without a GPU.
+Helpers shared by several test modules live in ``attn_helpers.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attn_helpers import CUDA_AVAILABLE
+
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not CUDA_AVAILABLE, reason="no CUDA device"),
+            ],
+        ),
+    ]
+)
+def device(request) -> torch.device:
+    """The device a test runs on: cpu always, cuda when torch sees a GPU."""
+    return torch.device(request.param)
