@@ -22,3 +22,4 @@ from .functional import (  # noqa: F401
 from .hooks import capture_attention  # noqa: F401
 from .masks import causal_mask, padding_mask  # noqa: F401
 from .modules import AdditiveAttention, MultiHeadAttention  # noqa: F401
+from .efficient import KVCache, blockwise_attention  # noqa: F401
