@@ -38,7 +38,7 @@ __all__ = ["blockwise_attention", "KVCache", "DEFAULT_BLOCK_SIZE"]
 #: Default (query block, key block) sizes, chosen by timing the forward pass on a CPU
 #: (see benchmarks/bench_efficient.py): large enough that each block is a real matrix
 #: product, small enough that a (Bq, Bk) block of scores stays in cache.
-DEFAULT_BLOCK_SIZE = (256, 512)
+DEFAULT_BLOCK_SIZE = (512, 1024)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
