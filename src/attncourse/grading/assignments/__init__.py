@@ -1,0 +1,16 @@
+"""One module per assignment: its tasks, cases, mistakes and checks.
+
+Importing this package registers every task in ``core.TASKS`` and every mistake in
+``mistakes.CATALOGUE``. Add a new assignment's module to ``ASSIGNMENT_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+ASSIGNMENT_MODULES = (
+    "ex02_dot_product",
+)
+
+for _name in ASSIGNMENT_MODULES:
+    importlib.import_module(f"{__name__}.{_name}")

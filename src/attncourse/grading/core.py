@@ -1,0 +1,327 @@
+"""The machinery every check shares: tasks, cases, outcomes, comparison and diagnosis.
+
+A *task* is one function a student writes (``softmax``, ``dot_product_attention``...). A
+check runs the student's function and the library's reference on the same seeded
+*cases*, compares the results per the tolerance policy, and on failure asks the mistake
+catalogue (:mod:`attncourse.grading.mistakes`) which known wrong variant behaves exactly
+like the student's code. Checks print a short line on success, raise ``AssertionError``
+with a readable message on failure, and never write to stderr (nbgrader scores a test
+cell 0 when it does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .tripwire import Tripwire
+
+SUITES = ("visible", "hidden")
+
+# Tolerances of DESIGN.md's policy, by dtype of the compared tensors: (rtol, atol).
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (5e-2, 1e-2),
+    torch.bfloat16: (5e-2, 1e-2),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One set of inputs for a task.
+
+    ``args``/``kwargs`` are passed to the function under test (cloned for every call, so
+    in-place edits by one function never leak into the next). ``visible`` cases make up
+    the visible suite; the hidden suite runs all cases, built from another seed.
+    """
+
+    name: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    visible: bool = True
+
+    def fresh_inputs(self) -> tuple[tuple, dict]:
+        return _clone(self.args), _clone(self.kwargs)
+
+    def describe(self) -> str:
+        shapes = [_describe_value(a) for a in self.args]
+        shapes += [f"{k}={_describe_value(v)}" for k, v in self.kwargs.items()]
+        return f"{self.name} ({', '.join(shapes)})"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call returned (``value``) or raised (``error``, as 'Type: message')."""
+
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A function students write, with its reference and the cases that grade it.
+
+    Attributes:
+        name: key of the task, used by checks, the mistake catalogue and the tests.
+        function_name: the name the notebook gives the student's function.
+        reference: the library's correct implementation with the student's signature.
+        make_cases: seed -> list of cases; the first case is the small hand-sized one.
+        result_names: names of the returned tensors, e.g. ("weights",) for a single
+            tensor or ("output", "weights") for a pair.
+        forbidden: dotted names the student's function must not call (delegation).
+        chapter: the book chapter that teaches it, for messages.
+    """
+
+    name: str
+    function_name: str
+    reference: Callable
+    make_cases: Callable[[int], list[Case]]
+    result_names: tuple[str, ...]
+    forbidden: tuple[str, ...] = ()
+    chapter: str = ""
+
+    def cases(self, suite: str) -> list[Case]:
+        if suite not in SUITES:
+            raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+        if suite == "visible":
+            return [c for c in self.make_cases(0) if c.visible]
+        return self.make_cases(1)
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add a task to the registry; names are unique across the course."""
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    TASKS[task.name] = task
+    return task
+
+
+# ---------------------------------------------------------------------------------------
+# Calling and comparing
+# ---------------------------------------------------------------------------------------
+
+
+def _clone(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, tuple):
+        return tuple(_clone(o) for o in obj)
+    if isinstance(obj, list):
+        return [_clone(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    return obj
+
+
+def _describe_value(v) -> str:
+    if isinstance(v, torch.Tensor):
+        dtype = str(v.dtype).replace("torch.", "")
+        return f"{dtype} {tuple(v.shape)}"
+    return repr(v)
+
+
+def call(fn: Callable, case: Case) -> Outcome:
+    """Run ``fn`` on fresh copies of the case's inputs; exceptions become outcomes.
+
+    ``SystemExit`` is caught too (a function that calls ``sys.exit`` fails its check and
+    the kernel lives on); ``KeyboardInterrupt`` is not, so a timeout still interrupts.
+    """
+    args, kwargs = case.fresh_inputs()
+    try:
+        with torch.no_grad():
+            return Outcome(value=fn(*args, **kwargs))
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the student's code may raise anything
+        return Outcome(error=f"{type(exc).__name__}: {exc}")
+
+
+def split_result(task: Task, value) -> list[Any]:
+    """The returned value as a list with one entry per name in ``task.result_names``."""
+    if len(task.result_names) == 1:
+        return [value]
+    if not isinstance(value, (tuple, list)) or len(value) != len(task.result_names):
+        raise AssertionError(
+            f"{task.function_name} must return a tuple ({', '.join(task.result_names)}), "
+            f"got {_kind_of(value)}"
+        )
+    return list(value)
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, torch.Tensor):
+        return f"a single tensor ({_describe_value(value)})"
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def compare(task: Task, expected: Outcome, got: Outcome) -> str | None:
+    """None when ``got`` agrees with ``expected`` per the tolerance policy, else why not."""
+    if expected.error is not None:  # the reference itself must run on every case
+        raise RuntimeError(f"reference of {task.name} failed: {expected.error}")
+    if got.error is not None:
+        return f"your function raised {got.error}"
+    try:
+        parts = split_result(task, got.value)
+    except AssertionError as exc:
+        return str(exc)
+    for name, want, have in zip(task.result_names, split_result(task, expected.value), parts):
+        if not isinstance(have, torch.Tensor):
+            return f"{name} must be a torch.Tensor, got {_kind_of(have)}"
+        rtol, atol = TOLERANCE.get(want.dtype, (1e-5, 1e-5))
+        try:
+            torch.testing.assert_close(have, want, rtol=rtol, atol=atol)
+        except AssertionError as exc:
+            return f"{name} is wrong: " + _first_lines(str(exc), 4)
+    return None
+
+
+def _first_lines(text: str, n: int) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " ".join(line.strip() for line in lines[:n])
+
+
+def same_behaviour(task: Task, a: Outcome, b: Outcome) -> bool:
+    """True when two outcomes are indistinguishable: same error, or same values
+    (shape, dtype, and close within the dtype's tolerance, NaN equal to NaN)."""
+    if a.error is not None or b.error is not None:
+        return a.error == b.error
+    try:
+        parts_a, parts_b = split_result(task, a.value), split_result(task, b.value)
+    except AssertionError:
+        return type(a.value) is type(b.value) and not isinstance(a.value, torch.Tensor)
+    for x, y in zip(parts_a, parts_b):
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            return False
+        if x.shape != y.shape or x.dtype != y.dtype or x.device != y.device:
+            return False
+        rtol, atol = TOLERANCE.get(x.dtype, (1e-5, 1e-5))
+        if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# Output hygiene
+# ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_output():
+    """Send everything meant for stderr to stdout, and warnings as one line each.
+
+    nbgrader gives a test cell 0 points as soon as it writes to stderr, so a torch
+    ``UserWarning`` raised by a correct answer must not reach stderr.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with contextlib.redirect_stderr(sys.stdout):
+            try:
+                yield
+            finally:
+                _report_warnings(caught)
+
+
+def _report_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
+    seen: set[str] = set()
+    for w in caught:
+        line = f"{w.category.__name__}: {w.message}"
+        if line not in seen:
+            seen.add(line)
+            print(f"(a warning was raised while checking: {line})")
+
+
+# ---------------------------------------------------------------------------------------
+# The check itself
+# ---------------------------------------------------------------------------------------
+
+
+def run_task_check(task_name: str, student_fn: Callable, suite: str = "visible") -> None:
+    """Grade ``student_fn`` as the task ``task_name``; raise AssertionError on failure."""
+    task = TASKS[task_name]
+    cases = task.cases(suite)
+    with quiet_output():
+        failure = _find_failure(task, student_fn, cases, suite)
+    if failure is None:
+        print(f"passed: {task.function_name} ({suite} tests, {len(cases)} cases)")
+        return
+    raise AssertionError(failure)
+
+
+def _find_failure(task: Task, student_fn: Callable, cases: list[Case], suite: str) -> str | None:
+    if not callable(student_fn):
+        return f"{task.function_name} must be a function, got {_kind_of(student_fn)}"
+    expected = [call(task.reference, case) for case in cases]
+    with Tripwire(task.forbidden, student_fn) as wire:
+        got = [call(student_fn, case) for case in cases]
+    if wire.calls:
+        return delegation_message(task, wire.calls)
+    for index, (case, want, have) in enumerate(zip(cases, expected, got)):
+        problem = compare(task, want, have)
+        if problem is not None:
+            if index == 0:
+                _print_small_case(task, case, want, have)
+            return failure_message(task, cases, got, index, problem, suite)
+    return None
+
+
+def delegation_message(task: Task, calls: Sequence[str]) -> str:
+    names = ", ".join(sorted(set(calls)))
+    return (
+        f"{task.function_name}: delegation refused, 0 points. Your function called {names}. "
+        f"This exercise asks you to write {task.function_name} yourself from basic tensor "
+        "operations; calling torch's or the library's ready-made version does not count."
+    )
+
+
+def failure_message(
+    task: Task, cases: list[Case], got: list[Outcome], index: int, problem: str, suite: str
+) -> str:
+    from .mistakes import diagnose, hint_lines
+
+    lines = [
+        f"{task.function_name} failed the {suite} tests on case {index + 1} of {len(cases)}, "
+        f"{cases[index].describe()}: {problem}"
+    ]
+    if got[index].error is not None and got[index].error.startswith("NotImplementedError"):
+        lines.append(
+            f"Hint: {task.function_name} still raises NotImplementedError; replace that line "
+            "with your implementation."
+        )
+    else:
+        lines.extend(hint_lines(diagnose(task, cases, got, index)))
+    return "\n".join(lines)
+
+
+def _print_small_case(task: Task, case: Case, want: Outcome, have: Outcome) -> None:
+    print(f"The small case that failed: {case.name}")
+    args, kwargs = case.fresh_inputs()
+    for i, value in enumerate(args):
+        print(f"  argument {i + 1}:\n{_indent(value)}")
+    for key, value in kwargs.items():
+        print(f"  {key}:\n{_indent(value)}")
+    expected_parts = split_result(task, want.value)
+    for name, value in zip(task.result_names, expected_parts):
+        print(f"  expected {name}:\n{_indent(value)}")
+    if have.error is not None:
+        print(f"  got: an exception, {have.error}")
+        return
+    try:
+        parts = split_result(task, have.value)
+    except AssertionError:
+        print(f"  got: {_kind_of(have.value)}")
+        return
+    for name, value in zip(task.result_names, parts):
+        print(f"  got {name}:\n{_indent(value)}")
+
+
+def _indent(value) -> str:
+    return "\n".join("    " + line for line in str(value).splitlines())

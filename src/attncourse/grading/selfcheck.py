@@ -1,0 +1,208 @@
+"""``attncourse check NOTEBOOK``: grade an exercise notebook without nbgrader.
+
+The self-study edition of the exercises: the notebook is executed in a fresh kernel
+(nbclient) after its test cells are replaced by the ones shipped with the package
+(``attncourse/grading/data/<assignment>.json``, hidden tests included), exactly as
+nbgrader's autograde restores them. A test cell scores its points when it runs without
+an error and without writing to stderr, the rule nbgrader applies. Every cell has a
+timeout, after which the kernel is interrupted; Ctrl-C shuts the kernel down.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import nbformat
+
+HINT_PREFIXES = ("Likely mistake", "Hint:")
+
+
+@dataclass
+class TestResult:
+    grade_id: str
+    task: str
+    suite: str
+    points: float
+    max_points: float
+    passed: bool
+    message: str = ""
+    hints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NotebookResult:
+    path: str
+    assignment: str
+    tests: list[TestResult]
+    problem: str = ""  # something that stopped the run (kernel died, interrupted)
+
+    @property
+    def score(self) -> float:
+        return sum(t.points for t in self.tests)
+
+    @property
+    def max_score(self) -> float:
+        return sum(t.max_points for t in self.tests)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problem and bool(self.tests) and all(t.passed for t in self.tests)
+
+
+def shipped_tests(assignment: str) -> list[dict] | None:
+    """The test cells shipped with the package for ``assignment``, or None."""
+    resource = resources.files("attncourse.grading") / "data" / f"{assignment}.json"
+    if not resource.is_file():
+        return None
+    return json.loads(resource.read_text(encoding="utf-8"))["test_cells"]
+
+
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def prepare(nb: nbformat.NotebookNode, tests: list[dict]) -> list[str]:
+    """Put the shipped test sources into ``nb``; return grade ids missing from it."""
+    by_id = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
+    missing = []
+    for test in tests:
+        cell = by_id.get(test["grade_id"])
+        if cell is None or cell.cell_type != "code":
+            missing.append(test["grade_id"])
+            continue
+        cell.source = test["source"]
+        cell.outputs = []
+    return missing
+
+
+def _split_grade_id(grade_id: str) -> tuple[str, str]:
+    task, _, suite = grade_id.rpartition("_")
+    return (task, suite) if suite in ("visible", "hidden") else (grade_id, "")
+
+
+def judge_cell(cell) -> tuple[bool, str, list[str]]:
+    """(passed, message, hints) from a test cell's outputs, nbgrader's rule."""
+    if cell.get("execution_count") is None and not cell.get("outputs"):
+        return False, "not run (the notebook stopped before this cell)", []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            text = f"{output.get('ename', '')}: {output.get('evalue', '')}".strip(": ")
+            return False, text, _hints(output.get("evalue", ""))
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            return False, "wrote to stderr: " + output.get("text", "").strip()[:200], []
+    return True, "", []
+
+
+def _hints(evalue: str) -> list[str]:
+    lines = [line.strip() for line in evalue.splitlines()]
+    hints = [line for line in lines if line.startswith(HINT_PREFIXES)]
+    hints += [line for line in lines if "delegation refused" in line]
+    return hints
+
+
+def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float) -> str:
+    """Run every cell; return '' or what stopped the run. Never leaves a kernel behind."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    client = NotebookClient(
+        nb,
+        timeout=int(timeout),
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
+        resources={"metadata": {"path": str(workdir)}},
+        shutdown_kernel="immediate",
+    )
+    try:
+        client.execute()
+    except DeadKernelError as exc:
+        return f"the kernel died: {exc}"
+    except KeyboardInterrupt:
+        _shutdown(client)
+        raise
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the command
+        _shutdown(client)
+        return f"the notebook could not be run: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def _shutdown(client) -> None:
+    km = getattr(client, "km", None)
+    if km is None:
+        return
+    try:
+        from jupyter_core.utils import run_sync
+
+        run_sync(km.shutdown_kernel)(now=True)
+    except Exception:  # noqa: BLE001 - best effort: the kernel may be gone already
+        pass
+
+
+def grade_notebook(path: Path, timeout: float) -> NotebookResult:
+    nb = nbformat.read(str(path), as_version=4)
+    assignment = nb.metadata.get("attncourse", {}).get("assignment", path.stem)
+    tests = shipped_tests(assignment)
+    if tests is None:
+        return NotebookResult(str(path), assignment, [], f"no shipped tests for {assignment!r}")
+    missing = prepare(nb, tests)
+    problem = execute(nb, path.parent.resolve(), timeout)
+    cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
+    results = []
+    for test in tests:
+        task, suite = _split_grade_id(test["grade_id"])
+        if test["grade_id"] in missing:
+            passed, message, hints = False, "this test cell is missing from the notebook", []
+        else:
+            passed, message, hints = judge_cell(cells[test["grade_id"]])
+        points = test["points"] if passed else 0
+        results.append(TestResult(test["grade_id"], task, suite, points, test["points"], passed, message, hints))
+    return NotebookResult(str(path), assignment, results, problem)
+
+
+def format_table(result: NotebookResult) -> str:
+    lines = [f"{result.assignment}  ({result.path})"]
+    lines.append(f"  {'task':<28} {'test':<8} {'points':>7}  result")
+    for t in result.tests:
+        score = f"{t.points:g}/{t.max_points:g}"
+        status = "passed" if t.passed else "FAILED"
+        lines.append(f"  {t.task:<28} {t.suite:<8} {score:>7}  {status}")
+        if not t.passed:
+            for hint in t.hints or [t.message.splitlines()[0] if t.message else ""]:
+                lines.append(f"      {hint}")
+    if result.problem:
+        lines.append(f"  stopped: {result.problem}")
+    lines.append(f"  total {result.score:g}/{result.max_score:g}")
+    return "\n".join(lines)
+
+
+def run_check(paths: Sequence[str], as_json: bool = False, timeout: float = 120.0) -> int:
+    """Grade each notebook, print a table (or JSON); 0 when everything passed, else 1."""
+    results = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            print(f"attncourse check: no such notebook: {raw}", file=sys.stderr)
+            return 2
+        try:
+            results.append(grade_notebook(path, timeout))
+        except KeyboardInterrupt:
+            print("attncourse check: interrupted; the kernel was shut down", file=sys.stderr)
+            return 130
+    if as_json:
+        payload = {
+            "passed": all(r.passed for r in results),
+            "notebooks": [
+                {**asdict(r), "score": r.score, "max_score": r.max_score, "passed": r.passed}
+                for r in results
+            ],
+        }
+        print(json.dumps(payload, indent=1))
+    else:
+        print("\n\n".join(format_table(r) for r in results))
+    return 0 if all(r.passed for r in results) else 1
