@@ -104,11 +104,17 @@ def check_mask(
     return mask
 
 
-def check_dropout(dropout_p: object) -> float:
+def require_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_dropout(dropout_p: object, name: str = "dropout_p") -> float:
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
-        raise TypeError(f"dropout_p must be a float in [0, 1), got {type(dropout_p).__name__}")
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(dropout_p).__name__}")
     if not 0.0 <= float(dropout_p) < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+        raise ValueError(f"{name} must be in [0, 1), got {dropout_p}")
     return float(dropout_p)
 
 

@@ -287,8 +287,7 @@ def _check_mask_args(
     S: int,
     like: torch.Tensor,
 ) -> None:
-    if not isinstance(is_causal, bool):
-        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    _checks.require_bool("is_causal", is_causal)
     if is_causal and attn_mask is not None:
         raise ValueError(
             "pass either attn_mask or is_causal=True, not both: to combine a causal mask "
@@ -355,6 +354,8 @@ def scaled_dot_product_attention(
     Returns:
         output (..., L, Ev), or ``(output, weights)`` with weights (..., L, S).
     """
+    _checks.require_bool("enable_gqa", enable_gqa)
+    _checks.require_bool("return_weights", return_weights)
     batch = _check_attention_inputs(query, key, value, same_size=True, enable_gqa=enable_gqa)
     L, S = query.shape[-2], key.shape[-2]
     _check_mask_args(attn_mask, is_causal, batch, L, S, query)
@@ -440,6 +441,7 @@ def general_attention(
     Returns:
         output (..., L, Ev), or ``(output, weights)``.
     """
+    _checks.require_bool("return_weights", return_weights)
     batch = _check_attention_inputs(query, key, value, same_size=False)
     _check_weight("W", W, (query.shape[-1], key.shape[-1]), query)
     _check_mask_args(attn_mask, is_causal, batch, query.shape[-2], key.shape[-2], query)
@@ -475,6 +477,7 @@ def additive_attention(
     Returns:
         output (..., L, Ev), or ``(output, weights)``.
     """
+    _checks.require_bool("return_weights", return_weights)
     batch = _check_attention_inputs(query, key, value, same_size=False)
     _checks.require_tensor("W_q", W_q)
     if W_q.dim() != 2:

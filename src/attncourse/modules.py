@@ -33,10 +33,15 @@ def _check_layer_inputs(query, key, value, sizes: tuple[int, int, int], param: t
     _check_layer_input("query", query, sizes[0], None)
     _check_layer_input("key", key, sizes[1], query)
     _check_layer_input("value", value, sizes[2], query)
-    if param.dtype != query.dtype or param.device != query.device:
+    if param.dtype != query.dtype:
         raise TypeError(
-            f"query has dtype {query.dtype} on {query.device} but the layer's parameters "
-            f"have dtype {param.dtype} on {param.device}; move the layer with .to(...)"
+            f"query has dtype {query.dtype} but the layer's parameters have dtype "
+            f"{param.dtype}; convert the layer with .to(dtype) or the input"
+        )
+    if param.device != query.device:
+        raise ValueError(
+            f"query is on {query.device} but the layer's parameters are on {param.device}; "
+            f"move the layer with .to(device) or the input"
         )
     if key.shape[0] != query.shape[0] or value.shape[0] != query.shape[0]:
         raise ValueError(
@@ -92,6 +97,7 @@ class AdditiveAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         _checks.require_floating("value", value)
+        _checks.require_bool("need_weights", need_weights)
         _check_layer_inputs(
             query, key, value, (self.query_dim, self.key_dim, value.shape[-1]), self.W_q.weight
         )
@@ -167,7 +173,7 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.kdim = embed_dim if kdim is None else _checks.check_positive_int("kdim", kdim)
         self.vdim = embed_dim if vdim is None else _checks.check_positive_int("vdim", vdim)
-        self.dropout = _checks.check_dropout(dropout)
+        self.dropout = _checks.check_dropout(dropout, name="dropout")
         kv_dim = num_kv_heads * self.head_dim
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.k_proj = nn.Linear(self.kdim, kv_dim, bias=bias)
@@ -266,8 +272,9 @@ class MultiHeadAttention(nn.Module):
         _check_layer_inputs(
             query, key, value, (self.embed_dim, self.kdim, self.vdim), self.q_proj.weight
         )
-        if not isinstance(is_causal, bool):
-            raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+        _checks.require_bool("is_causal", is_causal)
+        _checks.require_bool("need_weights", need_weights)
+        _checks.require_bool("average_attn_weights", average_attn_weights)
         if is_causal and attn_mask is not None:
             raise ValueError("pass either attn_mask or is_causal=True, not both")
         B, L, S = query.shape[0], query.shape[1], key.shape[1]
