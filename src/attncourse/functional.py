@@ -60,14 +60,16 @@ def _softmax_kept(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> 
         scores = scores.masked_fill(~mask, float("-inf"))
     else:
         scores = scores + mask.to(compute_dtype)
-    # 1. Rows in which every score is -inf have nothing to attend to.
-    row_max = scores.amax(dim=dim, keepdim=True)  # (..., 1) along dim
+    # 1. Rows in which every score is -inf have nothing to attend to. (Detached: the
+    #    maximum only locates those rows, it needs no gradient and saves nothing for one.)
+    row_max = scores.detach().amax(dim=dim, keepdim=True)  # (..., 1) along dim
     dead = row_max == float("-inf")
+    if not dead.any():  # the common case: every row keeps something
+        return torch.softmax(scores, dim=dim)
     # 2. Give those rows harmless finite scores so softmax (and its gradient) stays finite,
     # 3. then zero their weights.
     scores = scores.masked_fill(dead, 0.0)
-    weights = torch.softmax(scores, dim=dim).masked_fill(dead, 0.0)
-    return weights
+    return torch.softmax(scores, dim=dim).masked_fill(dead, 0.0)
 
 
 def masked_softmax(
