@@ -76,6 +76,9 @@ class Task:
             tensor or ("output", "weights") for a pair.
         forbidden: dotted names the student's function must not call (delegation).
         chapter: the book chapter that teaches it, for messages.
+        adapt: optional; turns what the notebook defines (a class, or a function whose
+            arguments are objects a case cannot hold) into a callable with the
+            reference's signature. ``run_task_check`` applies it to the student's object.
     """
 
     name: str
@@ -85,6 +88,7 @@ class Task:
     result_names: tuple[str, ...]
     forbidden: tuple[str, ...] = ()
     chapter: str = ""
+    adapt: Callable[[Any], Callable] | None = None
 
     def cases(self, suite: str) -> list[Case]:
         if suite not in SUITES:
@@ -247,6 +251,8 @@ def _report_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
 def run_task_check(task_name: str, student_fn: Callable, suite: str = "visible") -> None:
     """Grade ``student_fn`` as the task ``task_name``; raise AssertionError on failure."""
     task = TASKS[task_name]
+    if task.adapt is not None and callable(student_fn):
+        student_fn = task.adapt(student_fn)
     cases = task.cases(suite)
     with quiet_output():
         failure = _find_failure(task, student_fn, cases, suite)
