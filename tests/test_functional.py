@@ -130,23 +130,8 @@ def _torch_output(query, key, value, config: Config, mask_args):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_sdpa_matches_torch(config, dtype, device):
-    query, key, value, mask_args = _inputs(config, dtype, device)
-    expected = _torch_output(query, key, value, config, mask_args)
-
-    fused = _ours(query, key, value, config, mask_args, return_weights=False)
-    output, weights = _ours(query, key, value, config, mask_args, return_weights=True)
-
-    assert_close_policy(fused, expected)
-    assert_close_policy(output, expected)
-    assert_close_policy(weights, _torch_weights(query, key, config, mask_args))
-
-
-@pytest.mark.parametrize("config", CONFIGS[::4], ids=str)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_sdpa_low_precision_matches_torch(config, dtype, device):
+def _check_parity(config: Config, dtype: torch.dtype, device) -> None:
+    """Fused and explicit paths against torch: outputs, weights, dtype."""
     query, key, value, mask_args = _inputs(config, dtype, device)
     expected = _torch_output(query, key, value, config, mask_args)
 
@@ -157,6 +142,18 @@ def test_sdpa_low_precision_matches_torch(config, dtype, device):
     assert_close_policy(fused, expected)
     assert_close_policy(output, expected)
     assert_close_policy(weights, _torch_weights(query, key, config, mask_args))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sdpa_matches_torch(config, dtype, device):
+    _check_parity(config, dtype, device)
+
+
+@pytest.mark.parametrize("config", CONFIGS[::4], ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sdpa_low_precision_matches_torch(config, dtype, device):
+    _check_parity(config, dtype, device)
 
 
 def test_configurations_cover_every_case():
