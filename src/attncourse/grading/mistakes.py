@@ -121,3 +121,8 @@ define(
     "the 'weights' are the raw scores: apply the softmax to the scores before using them "
     "to average the values.",
 )
+define(
+    "batched_transpose_with_T",
+    "key.T reverses ALL the dimensions of a batched tensor, not just the last two; use "
+    "key.transpose(-2, -1) (or key.mT) to turn (..., n_k, d_k) into (..., d_k, n_k).",
+)

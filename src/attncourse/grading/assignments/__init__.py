@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 
 ASSIGNMENT_MODULES = (
+    "ex01_stable_softmax",
     "ex02_dot_product",
+    "ex03_scaled_dot_product",
 )
 
 for _name in ASSIGNMENT_MODULES:

@@ -97,11 +97,6 @@ DOT_PRODUCT_ATTENTION = register_task(
 # ---------------------------------------------------------------------------------------
 
 define(
-    "batched_transpose_with_T",
-    "key.T reverses ALL the dimensions of a batched tensor, not just the last two; use "
-    "key.transpose(-2, -1) (or key.mT) to turn (..., n_k, d_k) into (..., d_k, n_k).",
-)
-define(
     "scores_transposed",
     "the scores come out as (n_k, n_q): key @ query^T puts keys in the rows. Rows are "
     "queries: compute query @ key^T.",
