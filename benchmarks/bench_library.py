@@ -11,6 +11,8 @@ Cases (issue 2), float32 on the default device (the CPU here):
   matmul -> softmax -> matmul that also keeps the weights. Target <= 1.10.
 * ``sdpa_weights_causal`` (for information, no target): with weights and a causal mask,
   against matmul -> masked_fill -> softmax -> matmul.
+* ``sdpa_fused_small`` (for information, no target): the fused case on a tiny input
+  (2, 4, 32, 16), where the Python-level input checks are a visible share of the time.
 
 Method: both sides get the same inputs and a few warm-up calls; then the two sides are
 timed in alternating order (ours-torch, torch-ours, ...) so that slow phases of a shared
@@ -52,6 +54,7 @@ class Case:
     ours: Callable[[], object]
     theirs: Callable[[], object]
     target: float | None  # the largest acceptable ratio ours / torch, None = information
+    inner: int | None = None  # calls per sample, when the default is too few for the case
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Result:
     ratio: float
     target: float | None
     meets_target: bool | None
+    inner: int
     ours_samples_ms: list[float] = field(repr=False)
     torch_samples_ms: list[float] = field(repr=False)
 
@@ -109,6 +113,7 @@ def measure(case: Case, repeats: int, inner: int, warmup: int) -> Result:
         ratio=ratio,
         target=case.target,
         meets_target=None if case.target is None else ratio <= case.target,
+        inner=inner,
         ours_samples_ms=ours_samples,
         torch_samples_ms=torch_samples,
     )
@@ -172,6 +177,19 @@ def _plain_attention(q, k, v, keep=None):
     return weights @ v, weights  # (B, h, L, d_head), (B, h, L, S)
 
 
+def sdpa_fused_small_case(device: torch.device) -> Case:
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 4, 32, 16, generator=gen).to(device) for _ in range(3))
+    return Case(
+        name="sdpa_fused_small",
+        description="no weights, (2, 4, 32, 16): the cost of checking the inputs",
+        ours=lambda: AF.scaled_dot_product_attention(q, k, v),
+        theirs=lambda: F.scaled_dot_product_attention(q, k, v),
+        target=None,
+        inner=200,
+    )
+
+
 def sdpa_weights_case(device: torch.device) -> Case:
     q, k, v = _qkv(device)
     return Case(
@@ -198,7 +216,13 @@ def sdpa_weights_causal_case(device: torch.device) -> Case:
     )
 
 
-CASES = (mha_case, sdpa_fused_case, sdpa_weights_case, sdpa_weights_causal_case)
+CASES = (
+    mha_case,
+    sdpa_fused_case,
+    sdpa_weights_case,
+    sdpa_weights_causal_case,
+    sdpa_fused_small_case,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inner", type=int, default=2, help="calls per sample")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per side")
     parser.add_argument("--cases", nargs="*", default=None, help="names of cases to run")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args([] if argv is None else argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = []
@@ -247,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         case = make(device)
         if args.cases and case.name not in args.cases:
             continue
-        results.append(measure(case, args.repeats, args.inner, args.warmup))
+        inner = case.inner or args.inner
+        results.append(measure(case, args.repeats, inner, args.warmup))
         print(f"  {case.name}: ratio {results[-1].ratio:.3f}", flush=True)
     print(_table(results))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
