@@ -35,10 +35,11 @@ from .masks import ALIGNMENTS
 
 __all__ = ["blockwise_attention", "KVCache", "DEFAULT_BLOCK_SIZE"]
 
-#: Default (query block, key block) sizes, chosen by timing the forward pass on a CPU
-#: (see benchmarks/bench_efficient.py): large enough that each block is a real matrix
-#: product, small enough that a (Bq, Bk) block of scores stays in cache.
-DEFAULT_BLOCK_SIZE = (512, 1024)
+#: Default (query block, key block) sizes, chosen by timing the forward pass on a shared
+#: 2-core CPU (benchmarks/bench_efficient.py sweeps them): each block is a large matrix
+#: product, so the per-operation cost (Python, thread synchronisation) is paid rarely; a
+#: block of float32 scores is 16 MiB per batch entry and head. Smaller blocks save memory.
+DEFAULT_BLOCK_SIZE = (2048, 2048)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -81,19 +82,19 @@ def _masked_block_scores(
     q_span: tuple[int, int],
     k_span: tuple[int, int],
 ) -> torch.Tensor:
-    """Apply the mask to one block of scores (..., Bq, Bk); removed entries become -inf."""
+    """Mask one block of scores (..., Bq, Bk) in place; removed entries become -inf."""
     if spec.dense is not None:
         block_mask = spec.dense[..., q_span[0] : q_span[1], k_span[0] : k_span[1]]
         if block_mask.dtype == torch.bool:
-            return scores.masked_fill(~block_mask, float("-inf"))
-        return scores + block_mask.to(scores.dtype)
+            return scores.masked_fill_(~block_mask, float("-inf"))
+        return scores.add_(block_mask)
     if spec.causal_offset is not None:
         if k_span[1] - 1 <= q_span[0] + spec.causal_offset:
             return scores  # the whole block lies on or below the diagonal
         query_pos = torch.arange(q_span[0], q_span[1], device=scores.device)  # (Bq,)
         key_pos = torch.arange(k_span[0], k_span[1], device=scores.device)  # (Bk,)
         visible = key_pos.unsqueeze(0) <= query_pos.unsqueeze(-1) + spec.causal_offset  # (Bq, Bk)
-        return scores.masked_fill(~visible, float("-inf"))
+        return scores.masked_fill_(~visible, float("-inf"))
     return scores
 
 
@@ -116,38 +117,40 @@ def _safe_max(row_max: torch.Tensor) -> torch.Tensor:
     return row_max.masked_fill(row_max == float("-inf"), 0.0)
 
 
-def _forward_query_block(q_block, key, value, spec, q_span, key_block):
+def _forward_query_block(q_block, key, value_and_ones, spec, q_span, key_block):
     """Online softmax for one block of queries.
 
     Args:
         q_block: scaled queries (..., Bq, E).
-        key, value: (..., S, E), (..., S, Ev).
+        key: (..., S, E).
+        value_and_ones: the values with a column of ones appended, (..., S, Ev + 1), so that
+            one product P @ [V | 1] gives both P V and the row sums of P.
 
     Returns:
         output (..., Bq, Ev) and log-sum-exp (..., Bq, 1), -inf for rows that see no key.
     """
     batch, n_queries = q_block.shape[:-2], q_block.shape[-2]
     running_max = q_block.new_full((*batch, n_queries, 1), float("-inf"))  # m: (..., Bq, 1)
-    running_sum = q_block.new_zeros((*batch, n_queries, 1))  # l: (..., Bq, 1)
-    acc = q_block.new_zeros((*batch, n_queries, value.shape[-1]))  # (..., Bq, Ev)
+    # acc[..., :Ev] is the unnormalised output, acc[..., Ev:] the running sum l.
+    acc = q_block.new_zeros((*batch, n_queries, value_and_ones.shape[-1]))  # (..., Bq, Ev + 1)
     for k_span in _spans(key.shape[-2], key_block):
         if _block_is_hidden(spec, q_span, k_span):
             continue
         k_block = key[..., k_span[0] : k_span[1], :]  # (..., Bk, E)
-        v_block = value[..., k_span[0] : k_span[1], :]  # (..., Bk, Ev)
+        v_block = value_and_ones[..., k_span[0] : k_span[1], :]  # (..., Bk, Ev + 1)
         scores = _block_scores(q_block, k_block, spec, q_span, k_span)  # (..., Bq, Bk)
         # 1. The new running maximum m' = max(m, max_j s_j), made safe for empty rows.
         new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))
         shift = _safe_max(new_max)  # (..., Bq, 1)
         # 2. Rescale what was summed against the old maximum: exp(m - m').
         correction = torch.exp(running_max - shift)  # (..., Bq, 1); exp(-inf) = 0 at start
-        unnormalised = torch.exp(scores - shift)  # (..., Bq, Bk)
-        # 3. l' = l * exp(m - m') + sum_j exp(s_j - m');  acc' = acc * exp(m - m') + P V.
-        running_sum = running_sum * correction + unnormalised.sum(dim=-1, keepdim=True)
-        acc = acc * correction + unnormalised @ v_block  # (..., Bq, Bk) @ (..., Bk, Ev)
+        unnormalised = scores.sub_(shift).exp_()  # P = exp(s_j - m'), in place: (..., Bq, Bk)
+        # 3. acc' = acc * exp(m - m') + P [V | 1]: the output and l' = l exp(m - m') + sum_j P_j.
+        acc.mul_(correction).add_(unnormalised @ v_block)  # (..., Bq, Bk) @ (..., Bk, Ev + 1)
         running_max = new_max
+    running_sum = acc[..., -1:]  # l: (..., Bq, 1)
     seen_any = running_sum > 0  # (..., Bq, 1)
-    output = torch.where(seen_any, acc / torch.where(seen_any, running_sum, 1.0), 0.0)
+    output = torch.where(seen_any, acc[..., :-1] / torch.where(seen_any, running_sum, 1.0), 0.0)
     log_sum_exp = torch.where(
         seen_any, _safe_max(running_max) + torch.log(running_sum), float("-inf")
     )  # (..., Bq, 1)
@@ -160,10 +163,12 @@ def _forward(query, key, value, spec, scale, block_size):
     Returns output (..., L, Ev) and log-sum-exp (..., L, 1).
     """
     query_block, key_block = block_size
+    ones = value.new_ones((*value.shape[:-1], 1))  # (..., S, 1)
+    value_and_ones = torch.cat([value, ones], dim=-1)  # (..., S, Ev + 1)
     outputs, log_sum_exps = [], []
     for q_span in _spans(query.shape[-2], query_block):
         q_block = query[..., q_span[0] : q_span[1], :] * scale  # (..., Bq, E)
-        output, lse = _forward_query_block(q_block, key, value, spec, q_span, key_block)
+        output, lse = _forward_query_block(q_block, key, value_and_ones, spec, q_span, key_block)
         outputs.append(output)
         log_sum_exps.append(lse)
     if not outputs:  # L == 0
@@ -201,18 +206,19 @@ def _backward(
         q_rows = slice(q_span[0], q_span[1])
         q_block = query[..., q_rows, :] * scale  # (..., Bq, E)
         lse = log_sum_exp[..., q_rows, :]  # (..., Bq, 1)
-        safe_lse = lse.masked_fill(lse == float("-inf"), 0.0)
+        sees_nothing = lse == float("-inf")  # (..., Bq, 1)
+        safe_lse = lse.masked_fill(sees_nothing, 0.0)
         d_out = grad_output[..., q_rows, :]  # (..., Bq, Ev)
         for k_span in _spans(key.shape[-2], key_block):
             if _block_is_hidden(spec, q_span, k_span):
                 continue
             k_rows = slice(k_span[0], k_span[1])
             scores = _block_scores(q_block, key[..., k_rows, :], spec, q_span, k_span)
-            weights = torch.exp(scores - safe_lse)  # P: (..., Bq, Bk)
-            weights = weights.masked_fill(lse == float("-inf"), 0.0)  # rows that see nothing
+            weights = scores.sub_(safe_lse).exp_()  # P = exp(s - lse), in place: (..., Bq, Bk)
+            weights.masked_fill_(sees_nothing, 0.0)
             grad_value[..., k_rows, :] += weights.transpose(-2, -1) @ d_out  # (..., Bk, Ev)
             grad_weights = d_out @ value[..., k_rows, :].transpose(-2, -1)  # dP: (..., Bq, Bk)
-            grad_scores = weights * (grad_weights - row_dot[..., q_rows, :])  # dS: (..., Bq, Bk)
+            grad_scores = grad_weights.sub_(row_dot[..., q_rows, :]).mul_(weights)  # dS, in place
             grad_query[..., q_rows, :] += (grad_scores @ key[..., k_rows, :]) * scale
             grad_key[..., k_rows, :] += grad_scores.transpose(-2, -1) @ q_block
             if grad_mask is not None:
