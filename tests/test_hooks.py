@@ -257,3 +257,12 @@ def test_capture_refuses_a_non_module():
     with pytest.raises(TypeError, match="model"):
         with capture_attention("not a model"):
             pass
+
+
+def test_unbatched_input_is_captured_per_head():
+    layer = nn.MultiheadAttention(D_MODEL, HEADS, dtype=torch.float64)
+    x = randn(5, D_MODEL, gen=seeded(68))  # (L, d_model), no batch dimension
+    with torch.no_grad(), capture_attention(layer) as maps:
+        _, averaged = layer(x, x, x)
+    assert maps["MultiheadAttention"].shape == (HEADS, 5, 5)
+    torch.testing.assert_close(averaged, maps["MultiheadAttention"].mean(0), **EXACT)
