@@ -14,6 +14,18 @@ from .assignments.ex03_scaled_dot_product import (
     check_scaled_dot_product_attention,
     check_scaled_dot_scores,
 )
+from .assignments.ex04_additive_bilinear import (
+    check_additive_attention,
+    check_additive_scores,
+    check_bilinear_scores,
+)
+from .assignments.ex05_masking import check_causal_mask, check_masked_softmax, check_padding_mask
+from .assignments.ex06_multi_head import (
+    check_merge_heads,
+    check_multi_head_attention,
+    check_split_heads,
+)
+from .assignments.ex07_attention_maps import check_capture_self_attention, check_plot_attention
 
 __all__ = [
     "check_stable_softmax",
@@ -22,4 +34,15 @@ __all__ = [
     "check_dot_product_attention",
     "check_scaled_dot_scores",
     "check_scaled_dot_product_attention",
+    "check_additive_scores",
+    "check_bilinear_scores",
+    "check_additive_attention",
+    "check_padding_mask",
+    "check_causal_mask",
+    "check_masked_softmax",
+    "check_split_heads",
+    "check_merge_heads",
+    "check_multi_head_attention",
+    "check_capture_self_attention",
+    "check_plot_attention",
 ]

@@ -12,6 +12,10 @@ ASSIGNMENT_MODULES = (
     "ex01_stable_softmax",
     "ex02_dot_product",
     "ex03_scaled_dot_product",
+    "ex04_additive_bilinear",
+    "ex05_masking",
+    "ex06_multi_head",
+    "ex07_attention_maps",
 )
 
 for _name in ASSIGNMENT_MODULES:

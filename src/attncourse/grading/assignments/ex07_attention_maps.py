@@ -1,0 +1,364 @@
+"""ex07_attention_maps: capturing attention maps with hooks, and drawing them.
+
+Tasks:
+    capture_self_attention(layer, x) -> weights (B, h, n, n): the per-head attention
+        weights of an ``nn.TransformerEncoderLayer`` (batch first) on input ``x``
+        (B, n, d_model), captured with forward hooks, which must be removed afterwards.
+        The layer calls its ``self_attn`` with ``need_weights=False``: a plain forward
+        hook sees ``None``.
+    plot_attention(weights, query_tokens, key_tokens) -> matplotlib Axes: a heatmap of one
+        (n_q, n_k) weight matrix, rows = queries (y axis labelled "query", ticks = query
+        tokens), columns = keys (x axis "key", ticks = key tokens).
+
+Both are graded through small adapters (the tasks' ``adapt``) that turn what the student returns into tensors
+(and raise a readable error for what cannot be compared), so the framework compares them
+with the library's ``hooks.capture_attention`` and ``plot.attention_heatmap``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ... import plot
+from ...hooks import capture_attention
+from .. import cases as mk
+from ..core import Case, Task, register_task, run_task_check
+from ..mistakes import CATALOGUE, define, variant
+from ..tripwire import LIBRARY_FAMILY
+
+CHAPTER = "07_attention_maps"
+FORBIDDEN = LIBRARY_FAMILY + ("attncourse.hooks.*", "attncourse.plot.*")
+
+# ---------------------------------------------------------------------------------------
+# capture_self_attention
+# ---------------------------------------------------------------------------------------
+
+
+def build_encoder_layer(nhead: int, layer_seed: int, d_model: int, dtype, norm_first: bool):
+    """A seeded ``nn.TransformerEncoderLayer`` (batch first, no dropout) in eval mode."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(layer_seed)  # nn.Linear initialises from the global generator
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True,
+            norm_first=norm_first,
+        )
+    return layer.to(dtype).eval()
+
+
+def _hooks_left(layer: nn.Module) -> list[str]:
+    """Names of modules of ``layer`` that still carry forward hooks or pre-hooks."""
+    return [
+        name or "layer"
+        for name, module in layer.named_modules()
+        if module._forward_hooks or module._forward_pre_hooks
+    ]
+
+
+class CaptureUnderTest:
+    """A capture function ``fn(layer, x)``, called like the task's reference.
+
+    It builds the seeded layer, calls ``fn``, and turns the two silent failures into
+    errors: no weights at all (``None``) and hooks left on the layer.
+    """
+
+    def __init__(self, capture_fn):
+        self.capture_fn = capture_fn
+        self.__name__ = getattr(capture_fn, "__name__", "capture_self_attention")
+        self.__globals__ = getattr(capture_fn, "__globals__", None)
+
+    def __call__(self, nhead, layer_seed, x, norm_first=False):
+        layer = build_encoder_layer(nhead, layer_seed, x.shape[-1], x.dtype, norm_first)
+        weights = self.capture_fn(layer, x)
+        if weights is None:
+            raise TypeError(
+                "the captured weights are None: the hook saw no weights, because the "
+                "encoder layer calls self_attn with need_weights=False"
+            )
+        left = _hooks_left(layer)
+        if left:
+            raise AssertionError(
+                f"hooks are still registered on {left} after the function returned: "
+                "keep the handle that register_forward_hook returns and call handle.remove()"
+            )
+        return weights
+
+
+def adapt_capture(student_object):
+    """The task's adapter; a ``CaptureUnderTest`` (reference, variants) passes unchanged."""
+    return student_object if isinstance(student_object, CaptureUnderTest) else CaptureUnderTest(student_object)
+
+
+def _capture_cases(seed: int) -> list[Case]:
+    gen = mk.generator(seed, salt=71)
+    layer_seed = 100 + seed
+    return [
+        Case("2 heads, B=1, n=4, d_model=8", (2, layer_seed, mk.randn(gen, 1, 4, 8))),
+        Case("4 heads, B=2, n=5, d_model=8", (4, layer_seed + 1, mk.randn(gen, 2, 5, 8))),
+        Case(
+            "pre-norm layer (norm_first=True), 2 heads, B=2, n=3",
+            (2, layer_seed + 2, mk.randn(gen, 2, 3, 6, scale=3.0)),
+            {"norm_first": True},
+        ),
+        Case("float32, 2 heads, B=2, n=6", (2, layer_seed + 3, mk.randn(gen, 2, 6, 8, dtype=torch.float32))),
+        Case("one head, B=3, n=2", (1, layer_seed + 4, mk.randn(gen, 3, 2, 4)), visible=False),
+        Case(
+            "pre-norm, 4 heads, B=1, n=7",
+            (4, layer_seed + 5, mk.randn(gen, 1, 7, 12, scale=2.0)),
+            {"norm_first": True},
+            visible=False,
+        ),
+    ]
+
+
+def _reference_capture(layer, x):
+    with capture_attention(layer) as maps:
+        layer(x)
+    return maps["self_attn"]  # (B, h, n, n)
+
+
+CAPTURE_SELF_ATTENTION = register_task(
+    Task(
+        name="capture_self_attention",
+        function_name="capture_self_attention",
+        reference=CaptureUnderTest(_reference_capture),
+        make_cases=_capture_cases,
+        result_names=("weights",),
+        forbidden=FORBIDDEN,
+        chapter=CHAPTER,
+        adapt=adapt_capture,
+    )
+)
+
+# ---------------------------------------------------------------------------------------
+# plot_attention
+# ---------------------------------------------------------------------------------------
+
+
+def _tick_texts(labels) -> list[str]:
+    return [label.get_text() for label in labels]
+
+
+class PlotUnderTest:
+    """A plotting function ``fn(weights, query_tokens, key_tokens)``, called like the
+    task's reference: it returns the image's array (float32, (n_q, n_k)) after checking
+    the Axes it drew: one image of the right shape, y axis = queries, x axis = keys."""
+
+    def __init__(self, plot_fn):
+        self.plot_fn = plot_fn
+        self.__name__ = getattr(plot_fn, "__name__", "plot_attention")
+        self.__globals__ = getattr(plot_fn, "__globals__", None)
+
+    def __call__(self, weights, query_tokens, key_tokens):
+        import matplotlib.pyplot as plt
+        from matplotlib.axes import Axes
+        from matplotlib.figure import Figure
+
+        drawn = self.plot_fn(weights, list(query_tokens), list(key_tokens))
+        if isinstance(drawn, Figure) and drawn.axes:
+            drawn = drawn.axes[0]
+        if not isinstance(drawn, Axes):
+            raise TypeError(f"the function must return the matplotlib Axes it drew on, got {type(drawn).__name__}")
+        try:
+            return _read_heatmap(drawn, tuple(weights.shape), list(query_tokens), list(key_tokens))
+        finally:
+            plt.close(drawn.figure)
+
+
+def adapt_plot(student_object):
+    """The task's adapter; a ``PlotUnderTest`` (reference, variants) passes unchanged."""
+    return student_object if isinstance(student_object, PlotUnderTest) else PlotUnderTest(student_object)
+
+
+def _read_heatmap(ax, shape, query_tokens, key_tokens) -> torch.Tensor:
+    images = ax.get_images()
+    if not images:
+        raise AssertionError("the Axes holds no image: draw the weights with ax.imshow(...)")
+    array = np.asarray(images[0].get_array(), dtype=np.float32)
+    if array.shape != shape:
+        raise AssertionError(
+            f"the image has shape {array.shape}, expected (n_q, n_k) = {shape}: rows must be "
+            "queries and columns keys"
+        )
+    ylabel, xlabel = ax.get_ylabel().lower(), ax.get_xlabel().lower()
+    if "quer" not in ylabel or "key" not in xlabel:
+        raise AssertionError(
+            f"the axes are labelled y={ax.get_ylabel()!r}, x={ax.get_xlabel()!r}: label the "
+            "y axis (rows) 'query' and the x axis (columns) 'key'"
+        )
+    y_ticks, x_ticks = _tick_texts(ax.get_yticklabels()), _tick_texts(ax.get_xticklabels())
+    if y_ticks != query_tokens or x_ticks != key_tokens:
+        raise AssertionError(
+            f"the tick labels are y={y_ticks}, x={x_ticks}: the rows must be labelled with "
+            f"the query tokens {query_tokens} and the columns with the key tokens {key_tokens}"
+        )
+    return torch.from_numpy(array)
+
+
+def _weights(gen, n_q: int, n_k: int) -> torch.Tensor:
+    return torch.softmax(mk.randn(gen, n_q, n_k, scale=2.0), dim=-1)  # rows sum to 1
+
+
+def _plot_cases(seed: int) -> list[Case]:
+    gen = mk.generator(seed, salt=72)
+    return [
+        Case("3 queries, 4 keys", (_weights(gen, 3, 4), ["le", "chat", "noir"], ["the", "black", "cat", "<eos>"])),
+        Case("self-attention, 5 tokens", (_weights(gen, 5, 5), list("abcde"), list("abcde"))),
+        Case("1 query, 6 keys", (_weights(gen, 1, 6), ["next"], [f"k{j}" for j in range(6)]), visible=False),
+        Case("7 queries, 2 keys", (_weights(gen, 7, 2), [f"q{i}" for i in range(7)], ["yes", "no"]), visible=False),
+    ]
+
+
+def _reference_plot(weights, query_tokens, key_tokens):
+    return plot.attention_heatmap(weights, query_tokens, key_tokens)
+
+
+PLOT_ATTENTION = register_task(
+    Task(
+        name="plot_attention",
+        function_name="plot_attention",
+        reference=PlotUnderTest(_reference_plot),
+        make_cases=_plot_cases,
+        result_names=("image",),
+        forbidden=FORBIDDEN,
+        chapter=CHAPTER,
+        adapt=adapt_plot,
+    )
+)
+
+# ---------------------------------------------------------------------------------------
+# Mistakes
+# ---------------------------------------------------------------------------------------
+
+
+def define_once(name: str, hint: str):
+    """Define a mistake unless another assignment already did (then keep its hint)."""
+    return CATALOGUE[name] if name in CATALOGUE else define(name, hint)
+
+
+define_once(
+    "need_weights_false_trap",
+    "nn.TransformerEncoderLayer calls self_attn with need_weights=False, so a plain "
+    "forward hook receives None as the weights. Register a forward PRE-hook with "
+    "with_kwargs=True that sets kwargs['need_weights'] = True and "
+    "kwargs['average_attn_weights'] = False, and read the weights in a forward hook.",
+)
+define_once(
+    "weights_averaged_over_heads",
+    "the weights must be returned per head, shape (B, h, n_q, n_k), not averaged over the "
+    "heads (B, n_q, n_k) as nn.MultiheadAttention does by default.",
+)
+define_once(
+    "hook_left_registered",
+    "the hooks stay on the model after your function returns, and will fire on every "
+    "later call: keep the handles that register_forward_hook / register_forward_pre_hook "
+    "return and call handle.remove() (in a finally: block, so it also happens on errors).",
+)
+define_once(
+    "attention_recomputed_on_raw_input",
+    "calling layer.self_attn(x, x, x) yourself gives the layer's maps only when self_attn "
+    "sees x unchanged; with norm_first=True the layer normalises x first. Capture the call "
+    "the layer really makes, with hooks on layer.self_attn.",
+)
+define_once(
+    "heatmap_transposed",
+    "the heatmap is transposed: rows (the y axis) must be queries and columns (the x axis) "
+    "keys, so draw the (n_q, n_k) weights as they are, without .T.",
+)
+define_once(
+    "axis_labels_swapped",
+    "the axis labels are swapped: imshow puts the rows of the matrix (queries) on the y "
+    "axis, so the y label is 'query' and the x label 'key'.",
+)
+define_once(
+    "token_labels_missing",
+    "label the ticks with the tokens: ax.set_yticks(range(n_q), labels=query_tokens) and "
+    "ax.set_xticks(range(n_k), labels=key_tokens).",
+)
+
+
+def _capture_with_hooks(layer, x, *, pre_hook=True, per_head=True, remove=True):
+    """Capture self_attn's weights with hooks, with knobs for the mistakes."""
+    recorded = []
+
+    def ask_for_weights(module, args, kwargs):
+        kwargs["need_weights"] = True
+        if per_head:
+            kwargs["average_attn_weights"] = False
+        return args, kwargs
+
+    def keep_weights(module, args, output):
+        recorded.append(output[1])
+
+    handles = [layer.self_attn.register_forward_hook(keep_weights)]
+    if pre_hook:
+        handles.append(layer.self_attn.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
+    try:
+        layer(x)
+    finally:
+        if remove:
+            for handle in handles:
+                handle.remove()
+    return recorded[-1]
+
+
+def _capture_variant(mistake: str, capture_fn) -> None:
+    variant(mistake, "capture_self_attention")(CaptureUnderTest(capture_fn))
+
+
+_capture_variant("need_weights_false_trap", lambda layer, x: _capture_with_hooks(layer, x, pre_hook=False))
+_capture_variant("weights_averaged_over_heads", lambda layer, x: _capture_with_hooks(layer, x, per_head=False))
+_capture_variant("hook_left_registered", lambda layer, x: _capture_with_hooks(layer, x, remove=False))
+_capture_variant(
+    "attention_recomputed_on_raw_input",
+    lambda layer, x: layer.self_attn(x, x, x, need_weights=True, average_attn_weights=False)[1],
+)
+
+
+def _draw(weights, query_tokens, key_tokens, *, transpose=False, swap_labels=False, tick_labels=True):
+    """A heatmap with knobs for the mistakes; returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    matrix = weights.detach().cpu().numpy()  # (n_q, n_k)
+    rows, columns = query_tokens, key_tokens
+    row_name, column_name = ("key", "query") if swap_labels else ("query", "key")
+    if transpose:
+        matrix, rows, columns = matrix.T, key_tokens, query_tokens
+        row_name, column_name = column_name, row_name
+    fig, ax = plt.subplots()
+    ax.imshow(matrix, vmin=0.0)
+    if tick_labels:
+        ax.set_yticks(range(len(rows)), labels=rows)
+        ax.set_xticks(range(len(columns)), labels=columns)
+    ax.set_ylabel(row_name)
+    ax.set_xlabel(column_name)
+    return ax
+
+
+def _plot_variant(mistake: str, **knobs) -> None:
+    def wrong(weights, query_tokens, key_tokens):
+        return _draw(weights, query_tokens, key_tokens, **knobs)
+
+    variant(mistake, "plot_attention")(PlotUnderTest(wrong))
+
+
+_plot_variant("heatmap_transposed", transpose=True)
+_plot_variant("axis_labels_swapped", swap_labels=True)
+_plot_variant("token_labels_missing", tick_labels=False)
+
+# ---------------------------------------------------------------------------------------
+# The checks the notebook's test cells call
+# ---------------------------------------------------------------------------------------
+
+
+def check_capture_self_attention(capture_self_attention, suite: str = "visible") -> None:
+    """Grade ``capture_self_attention(layer, x) -> (B, h, n, n)`` against
+    ``attncourse.hooks.capture_attention``."""
+    run_task_check("capture_self_attention", capture_self_attention, suite)
+
+
+def check_plot_attention(plot_attention, suite: str = "visible") -> None:
+    """Grade ``plot_attention(weights, query_tokens, key_tokens) -> Axes`` against
+    ``attncourse.plot.attention_heatmap``."""
+    run_task_check("plot_attention", plot_attention, suite)
