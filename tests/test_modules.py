@@ -111,7 +111,8 @@ def _run_torch(layer: nn.MultiheadAttention, query, key, value, **kwargs):
 
 
 def _compare(ours: MultiHeadAttention, theirs: nn.MultiheadAttention, case: MHACase, dtype, device):
-    query, key, value = _inputs(case, theirs, dtype, device)
+    inputs = _inputs(case, theirs, dtype, device)
+    query, key, value = inputs
     B, L, S = query.shape[0], query.shape[1], key.shape[1]
     our_masks, their_masks = _masks(case, B, L, S, dtype, device)
     if case.self_attention:
@@ -122,7 +123,7 @@ def _compare(ours: MultiHeadAttention, theirs: nn.MultiheadAttention, case: MHAC
         )
         expected_output, expected_weights = _run_torch(
             theirs,
-            *_inputs(case, theirs, dtype, device),
+            *inputs,
             need_weights=True,
             average_attn_weights=average,
             **their_masks,
