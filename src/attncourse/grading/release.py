@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,22 +36,30 @@ def _env_with_venv_on_path() -> dict[str, str]:
 
 
 def generate(names: list[str], course_root: Path, release_dir: Path) -> None:
-    """Run ``nbgrader generate_assignment`` for each name, into ``release_dir``."""
+    """Run nbgrader's generate_assignment for each name, into ``release_dir``.
+
+    nbgrader's Python API runs in this process (one start-up for all assignments); it
+    creates a throwaway gradebook with ``alembic``, looked up on PATH.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    os.environ["PATH"] = _env_with_venv_on_path()["PATH"]
     with tempfile.TemporaryDirectory(prefix="attncourse-release-") as tmp:
-        db_url = "sqlite:///" + str(Path(tmp) / "gradebook.db")
+        coursedir = CourseDirectory(
+            root=str(course_root),
+            source_directory="solutions",
+            release_directory=str(release_dir),
+            db_url="sqlite:///" + str(Path(tmp) / "gradebook.db"),
+        )
+        api = NbGraderAPI(coursedir=coursedir)
         for name in names:
-            command = [
-                sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force",
-                f"--CourseDirectory.root={course_root}",
-                f"--CourseDirectory.release_directory={release_dir}",
-                f"--CourseDirectory.db_url={db_url}",
-            ]
-            result = subprocess.run(
-                command, cwd=course_root, env=_env_with_venv_on_path(),
-                capture_output=True, text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"nbgrader generate_assignment {name} failed:\n{result.stderr}")
+            result = api.generate_assignment(name, force=True, create=True)
+            if not result["success"]:
+                raise RuntimeError(
+                    f"nbgrader generate_assignment {name} failed:\n{result.get('error', '')}\n"
+                    f"{result.get('log', '')}"
+                )
 
 
 def test_cells(notebook: nbformat.NotebookNode) -> list[dict]:

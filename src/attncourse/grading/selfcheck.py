@@ -20,6 +20,20 @@ from typing import Sequence
 import nbformat
 
 HINT_PREFIXES = ("Likely mistake", "Hint:")
+# The set-up cell imports torch, which can take long on a busy machine: it gets at least
+# this many seconds, whatever the per-cell timeout.
+SETUP_TIMEOUT = 300
+
+
+def cell_timeout(default: float, setup: float = SETUP_TIMEOUT):
+    """nbclient ``timeout_func``: ``default`` seconds per cell, more for the set-up cell."""
+
+    def timeout_for(cell) -> int:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup":
+            return int(max(default, setup))
+        return int(default)
+
+    return timeout_for
 
 
 @dataclass
@@ -113,6 +127,7 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float) -> str:
     client = NotebookClient(
         nb,
         timeout=int(timeout),
+        timeout_func=cell_timeout(timeout),
         allow_errors=True,
         interrupt_on_timeout=True,
         kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
@@ -122,14 +137,26 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float) -> str:
     try:
         client.execute()
     except DeadKernelError as exc:
+        if _interrupted(client):
+            raise KeyboardInterrupt from exc
         return f"the kernel died: {exc}"
     except KeyboardInterrupt:
         _shutdown(client)
         raise
     except Exception as exc:  # noqa: BLE001 - report, do not crash the command
         _shutdown(client)
+        if _interrupted(client):
+            raise KeyboardInterrupt from exc
         return f"the notebook could not be run: {type(exc).__name__}: {exc}"
+    if _interrupted(client):
+        raise KeyboardInterrupt
     return ""
+
+
+def _interrupted(client) -> bool:
+    """True when Ctrl-C (SIGINT or SIGTERM) reached nbclient, which then shut the kernel
+    down itself (it records that cleanup as ``_async_cleanup_kernel_future``)."""
+    return getattr(client, "_async_cleanup_kernel_future", None) is not None
 
 
 def _shutdown(client) -> None:

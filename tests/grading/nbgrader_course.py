@@ -1,0 +1,130 @@
+"""A throwaway nbgrader course for the end-to-end test: build it, submit, autograde, read
+the gradebook."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from grading_helpers import SOLUTIONS, grade_id, notebook_path, read_notebook, venv_env
+
+CONFIG = """\
+c = get_config()
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.db_url = "sqlite:///{root}/gradebook.db"
+c.ExecutePreprocessor.timeout = {timeout}
+
+
+def _cell_timeout(cell):
+    # The set-up cell imports torch, which is slow on a busy machine.
+    is_setup = cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == "setup"
+    return 300 if is_setup else {timeout}
+
+
+c.ExecutePreprocessor.timeout_func = _cell_timeout
+"""
+
+
+class Course:
+    """An nbgrader course directory in ``root`` holding copies of some assignments."""
+
+    def __init__(self, root: Path, assignments: list[str], cell_timeout: int):
+        self.root = root
+        self.assignments = assignments
+        (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), timeout=cell_timeout))
+        for name in assignments:
+            shutil.copytree(SOLUTIONS / name, root / "source" / name)
+        self.autograde_seconds: dict[str, float] = {}
+
+    def nbgrader(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "nbgrader", *args],
+            cwd=self.root, env=venv_env(), capture_output=True, text=True, timeout=1800,
+        )
+
+    def generate(self) -> None:
+        for name in self.assignments:
+            result = self.nbgrader("generate_assignment", name, "--force")
+            assert result.returncode == 0, result.stderr
+
+    def release_notebook(self, name: str) -> nbformat.NotebookNode:
+        return read_notebook(notebook_path(self.root / "release", name))
+
+    def submit(self, student: str, name: str, nb: nbformat.NotebookNode) -> None:
+        folder = self.root / "submitted" / student / name
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(folder / f"{name}.ipynb"))
+        (folder / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+
+    def autograde(self, name: str) -> subprocess.CompletedProcess:
+        start = time.monotonic()
+        result = self.nbgrader("autograde", name, "--force")
+        self.autograde_seconds[name] = time.monotonic() - start
+        return result
+
+    def export(self) -> str:
+        result = self.nbgrader("export", "--to", str(self.root / "grades.csv"))
+        assert result.returncode == 0, result.stderr
+        return (self.root / "grades.csv").read_text()
+
+    def cell_scores(self, name: str, student: str) -> dict[str, float]:
+        """grade_id -> score of every graded cell of one submission, from the gradebook."""
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
+            notebook = gradebook.find_submission_notebook(name, name, student)
+            return {grade.name: grade.score for grade in notebook.grades}
+
+    def total_score(self, name: str, student: str) -> float:
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
+            return gradebook.find_submission(name, student).score
+
+
+# ---------------------------------------------------------------------------------------
+# Building submissions from the release notebook
+# ---------------------------------------------------------------------------------------
+
+
+def reference_answers(name: str) -> dict[str, str]:
+    """answer grade_id -> the source notebook's solution cell."""
+    nb = read_notebook(notebook_path(SOLUTIONS, name))
+    return {grade_id(c): c.source for c in nb.cells if grade_id(c).endswith("_answer")}
+
+
+def mistake_answer(function_name: str, mistake: str, task: str) -> str:
+    """An answer cell that uses a catalogued wrong variant as the student's function."""
+    return (
+        "from attncourse.grading.mistakes import CATALOGUE\n\n"
+        f"{function_name} = CATALOGUE[{mistake!r}].variants[{task!r}]"
+    )
+
+
+def submission(
+    release: nbformat.NotebookNode,
+    answers: dict[str, str],
+    edit: dict[str, str] | None = None,
+    delete: tuple[str, ...] = (),
+) -> nbformat.NotebookNode:
+    """A copy of the release notebook with answer cells replaced (by grade_id), other
+    cells' sources edited, and some cells deleted."""
+    nb = nbformat.from_dict(release)
+    replacements = {**answers, **(edit or {})}
+    kept = []
+    for cell in nb.cells:
+        gid = grade_id(cell)
+        if gid in delete:
+            continue
+        if gid in replacements:
+            cell.source = replacements[gid]
+        kept.append(cell)
+    nb.cells = kept
+    return nb
