@@ -12,13 +12,22 @@ doctrees of pages whose text did not change. Two things can then go stale:
    next run. When a build ends with warnings or an exception it leaves a marker, and the
    next build drops the doctrees (not the notebook cache, which only holds notebooks that
    executed without error), so every page is read again and its warnings come back.
+
+Two builds into the same build folder at once would delete each other's cache; a lock on
+the build folder makes the second one wait.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
 
 from sphinx.util import logging
 
@@ -26,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 STAMP_NAME = ".attncourse-inputs.sha256"
 DIRTY_NAME = ".attncourse-last-build-failed"
+LOCK_NAME = ".attncourse-build.lock"
+
+_held_locks = []  # open lock files, kept until the build process exits
 
 
 def inputs_digest(repo_root: Path) -> str:
@@ -53,15 +65,43 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _repository_root(start: Path) -> Path:
+    """The nearest folder at or above `start` that holds pyproject.toml."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def _lock_build_folder(build_root: Path) -> None:
+    if fcntl is None:
+        return
+    build_root.mkdir(parents=True, exist_ok=True)
+    handle = open(build_root / LOCK_NAME, "w")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logger.info(f"another book build is using {build_root}; waiting for it to finish")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held_locks.append(handle)
+
+
 def setup(app):
     # Runs while Sphinx loads extensions, before it opens the saved environment.
-    repo_root = Path(app.confdir).resolve()
-    build_root = Path(app.outdir).resolve().parent  # <book>/_build
-    cache_setting = app.config.nb_execution_cache_path or str(build_root / ".jupyter_cache")
-    cache_dir = (repo_root / cache_setting).resolve()
+    repo_root = _repository_root(Path(app.srcdir))
+    build_root = Path(app.outdir).resolve().parent  # <book>/_build, or the --path-output
+    # Where myst-nb puts the cache: <build folder>/.jupyter_cache unless configured, and a
+    # configured relative path is taken from the working directory.
+    cache_setting = app.config.nb_execution_cache_path
+    cache_dir = Path(cache_setting).resolve() if cache_setting else build_root / ".jupyter_cache"
     doctree_dir = Path(app.doctreedir).resolve()
     stamp = build_root / STAMP_NAME
     dirty = build_root / DIRTY_NAME
+
+    _lock_build_folder(build_root)
 
     current = inputs_digest(repo_root)
     previous = stamp.read_text().strip() if stamp.is_file() else None
@@ -84,4 +124,4 @@ def setup(app):
             dirty.unlink()
 
     app.connect("build-finished", record_outcome)
-    return {"version": "1.1", "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "1.2", "parallel_read_safe": True, "parallel_write_safe": True}
