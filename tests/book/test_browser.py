@@ -1,8 +1,9 @@
 """Every page of the built book, as headless Chromium sees it.
 
-For each page in _toc.yml: it loads without console errors and without reaching beyond
-127.0.0.1, MathJax typesets all of its math, every image decodes, and every relative link
-points at a file of the built book. One chapter is saved as a screenshot in
+Each page in _toc.yml is visited once; the tests then look at what that visit found: the
+page loads without console errors and without reaching beyond 127.0.0.1, MathJax typesets
+all of its math, every image decodes, and every relative link points at a file of the
+built book. One chapter is saved as a screenshot in
 _build/screenshots/ for a human to look at.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -62,8 +64,9 @@ Promise.all(settled).then(async () => {
 
 LINK_REPORT = """
 const inMain = (el) => el.closest('main, article') !== null;
+const idExists = (hash) => hash.length > 1 && document.getElementById(decodeURIComponent(hash.slice(1))) !== null;
 return Array.from(document.querySelectorAll('a[href]')).map((a) => ({
-  href: a.getAttribute('href'), inMain: inMain(a),
+  href: a.getAttribute('href'), inMain: inMain(a), samePageTarget: idExists(a.hash),
 }));
 """
 
@@ -83,33 +86,66 @@ def open_page(browser, book_url: str, docname: str) -> dict:
     return browser.execute_async_script(WAIT_FOR_MATHJAX)
 
 
-def test_page_loads_cleanly_and_offline(browser, book_url, toc_page):
-    open_page(browser, book_url, toc_page)
-    severe = [
-        entry["message"]
-        for entry in browser.get_log("browser")
-        # The browser asks the server root for /favicon.ico by itself; the book has none.
-        if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
-    ]
-    assert not severe, f"{toc_page}: errors in the browser console:\n" + "\n".join(severe)
+@dataclass
+class PageReport:
+    """What one visit to a page found; each test below looks at one part of it."""
+
+    mathjax: dict
+    console_errors: list[str]
+    resources: list[str]
+    math: list[dict]
+    images: list[dict]
+    links: list[dict]
+
+
+@pytest.fixture(scope="session")
+def _visited() -> dict[str, PageReport]:
+    return {}
+
+
+@pytest.fixture
+def page(browser, book_url, toc_page, _visited) -> PageReport:
+    """The report of `toc_page`, made on its first visit in this session."""
+    if toc_page not in _visited:
+        mathjax = open_page(browser, book_url, toc_page)
+        console_errors = [
+            entry["message"]
+            for entry in browser.get_log("browser")
+            # The browser asks the server root for /favicon.ico by itself; the book has none.
+            if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
+        ]
+        _visited[toc_page] = PageReport(
+            mathjax=mathjax,
+            console_errors=console_errors,
+            resources=browser.execute_script(RESOURCES_LOADED),
+            math=browser.execute_script(MATH_REPORT),
+            images=browser.execute_async_script(IMAGE_REPORT),
+            links=browser.execute_script(LINK_REPORT),
+        )
+    return _visited[toc_page]
+
+
+def test_page_loads_cleanly_and_offline(page, book_url, toc_page):
+    assert not page.console_errors, f"{toc_page}: errors in the browser console:\n" + "\n".join(
+        page.console_errors
+    )
     local = urlsplit(book_url).netloc
     remote = [
         url
-        for url in browser.execute_script(RESOURCES_LOADED)
+        for url in page.resources
         if urlsplit(url).scheme in ("http", "https") and urlsplit(url).netloc != local
     ]
     assert not remote, f"{toc_page}: requested resources from the network: {remote}"
 
 
-def test_math_is_typeset(browser, book_url, toc_page):
-    status = open_page(browser, book_url, toc_page)
-    math = browser.execute_script(MATH_REPORT)
-    if not math:
+def test_math_is_typeset(page, toc_page):
+    if not page.math:
         pytest.skip(f"{toc_page} has no math")
-    assert status["mathjax"], f"{toc_page} has {len(math)} math elements but MathJax did not load"
+    status = page.mathjax
+    assert status["mathjax"], f"{toc_page} has {len(page.math)} math elements but MathJax did not load"
     assert "error" not in status, f"{toc_page}: MathJax failed to start: {status['error']}"
     problems = []
-    for item in math:
+    for item in page.math:
         if not item["typeset"]:
             problems.append(f"not typeset: {item['source']}")
         elif item["errors"]:
@@ -119,22 +155,19 @@ def test_math_is_typeset(browser, book_url, toc_page):
     assert not problems, f"{toc_page}:\n" + "\n".join(problems)
 
 
-def test_images_load(browser, book_url, toc_page):
-    open_page(browser, book_url, toc_page)
-    images = browser.execute_async_script(IMAGE_REPORT)
+def test_images_load(page, toc_page):
     broken = [
         image["src"]
-        for image in images
+        for image in page.images
         if not image["complete"] or (image["width"] == 0 and not image["fetched"])
     ]
     assert not broken, f"{toc_page}: images that did not load: {broken}"
 
 
-def test_internal_links_resolve(browser, book_url, book_html, toc_page):
-    open_page(browser, book_url, toc_page)
+def test_internal_links_resolve(page, book_html, toc_page):
     page_dir = posixpath.dirname(toc_page)
     problems = []
-    for link in browser.execute_script(LINK_REPORT):
+    for link in page.links:
         href = link["href"].strip()
         parts = urlsplit(href)
         if parts.scheme or href.startswith("//"):
@@ -142,9 +175,8 @@ def test_internal_links_resolve(browser, book_url, book_html, toc_page):
         fragment = unquote(parts.fragment)
         if not parts.path:
             # Same page. Only anchors in the text are checked; the theme's own "#" buttons are not.
-            if fragment and link["inMain"]:
-                if not browser.execute_script("return document.getElementById(arguments[0]) !== null", fragment):
-                    problems.append(f"{href}: no element with this id on the page")
+            if fragment and link["inMain"] and not link["samePageTarget"]:
+                problems.append(f"{href}: no element with this id on the page")
             continue
         target = posixpath.normpath(posixpath.join(page_dir, unquote(parts.path)))
         if target.startswith("../"):
