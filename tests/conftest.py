@@ -3,14 +3,24 @@
 The ``device`` fixture runs a test on the CPU and, when torch sees one, on a CUDA GPU;
 the CUDA case carries the ``cuda`` marker and is skipped on machines without a GPU.
 Helpers shared by several test modules live in ``attn_helpers.py``.
+
+The tests use tiny tensors, for which torch's CPU thread pool costs more than it brings,
+and much more on a busy shared machine (the suite took twice as long with two threads
+there). So the tests run torch on one CPU thread; set ATTNCOURSE_TEST_THREADS to change it.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 from attn_helpers import CUDA_AVAILABLE
+
+
+def pytest_configure(config):
+    torch.set_num_threads(int(os.environ.get("ATTNCOURSE_TEST_THREADS", "1")))
 
 
 @pytest.fixture(
