@@ -1,4 +1,7 @@
-"""attncourse._checks: the pure-Python broadcasting rule agrees with torch's."""
+"""attncourse._checks (the input checks): the pure-Python broadcasting rule agrees with torch's.
+
+Named test_input_checks.py, not test_checks.py, which tests/grading/ already uses.
+"""
 
 from __future__ import annotations
 
