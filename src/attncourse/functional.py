@@ -54,7 +54,7 @@ def _softmax_kept(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> 
     """
     compute_dtype = torch.float32 if scores.dtype in _LOW_PRECISION else scores.dtype
     scores = scores.to(compute_dtype)
-    if mask is None:
+    if mask is None or scores.shape[dim] == 0:  # nothing to mask, or no keys at all
         return torch.softmax(scores, dim=dim)
     if mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
