@@ -179,6 +179,21 @@ def test_fully_masked_rows_give_zero_output_and_weights(device):
     assert torch.isfinite(output).all()
 
 
+@pytest.mark.parametrize("as_float", [False, True])
+def test_no_keys_at_all_gives_zeros_like_torch(as_float, device):
+    """S = 0 (say, an empty memory): every query attends to nothing."""
+    gen = seeded(9)
+    query = randn(2, 3, 4, gen=gen, device=device)
+    key, value = randn(2, 0, 4, gen=gen, device=device), randn(2, 0, 5, gen=gen, device=device)
+    keep = torch.ones(3, 0, dtype=torch.bool, device=device)  # (L, S)
+    mask = torch.zeros(3, 0, dtype=torch.float64, device=device) if as_float else keep
+    output, weights = AF.scaled_dot_product_attention(query, key, value, mask, return_weights=True)
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    assert weights.shape == (2, 3, 0)
+    assert_close_policy(output, expected)
+    assert torch.equal(output, torch.zeros(2, 3, 5, dtype=torch.float64, device=device))
+
+
 def test_dot_product_attention_is_sdpa_with_unit_scale(device):
     gen = seeded(2)
     query, key = randn(3, 4, 6, gen=gen, device=device), randn(3, 5, 6, gen=gen, device=device)
