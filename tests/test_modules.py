@@ -17,7 +17,16 @@ from attncourse.modules import AdditiveAttention, MultiHeadAttention
 EMBED_DIM, NUM_HEADS = 16, 4
 
 # Masks handed to both layers; "attn_3d" is torch's per-head (B * h, L, S) layout.
-MASK_KINDS = ("none", "key_padding", "attn_bool", "attn_float", "attn_3d", "causal_padding")
+# "float_both" is a float attention mask with a float (0 / -inf) key-padding mask.
+MASK_KINDS = (
+    "none",
+    "key_padding",
+    "attn_bool",
+    "attn_float",
+    "attn_3d",
+    "causal_padding",
+    "float_both",
+)
 
 
 @dataclass(frozen=True)
@@ -86,10 +95,15 @@ def _masks(case: MHACase, B: int, L: int, S: int, dtype, device):
     if case.masks == "causal_padding":
         ours["is_causal"] = True
         theirs["attn_mask"] = M.mask_to_mha(M.causal_mask(L, S, device=device))
-    if case.masks in ("attn_bool", "attn_float"):
+    if case.masks == "float_both":
+        additive_padding = M.bool_to_additive(M.key_padding_from_lengths(lengths, S), dtype)
+        ours["key_padding"] = additive_padding.to(device)  # (B, S), added to the scores
+        theirs["key_padding_mask"] = M.key_padding_to_mha(additive_padding).to(device)
+    if case.masks in ("attn_bool", "attn_float", "float_both"):
         keep = random_bool_mask(L, S, gen=gen)
         keep[:, 0] = True  # every query keeps at least one key
-        mask = keep if case.masks == "attn_bool" else M.bool_to_additive(keep, dtype)
+        additive = M.bool_to_additive(keep, dtype) + randn(L, S, gen=gen, dtype=dtype)
+        mask = keep if case.masks == "attn_bool" else additive
         ours["attn_mask"] = mask.to(device)
         theirs["attn_mask"] = M.mask_to_mha(mask).to(device)
     if case.masks == "attn_3d":
