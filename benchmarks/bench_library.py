@@ -19,8 +19,9 @@ timed in alternating order (ours-torch, torch-ours, ...) so that slow phases of 
 machine hit both alike. Each sample is the mean of ``inner`` calls; the table shows the
 median sample of each side and the median of the per-pair ratios (ours / torch).
 
-Run: ``python -m benchmarks library`` or ``python benchmarks/bench_library.py [--repeats N]``.
-Writes ``benchmarks/results/library.json``.
+Run: ``python -m benchmarks library`` or ``python benchmarks/bench_library.py [--repeats N]``
+(``--threads 1`` gives steadier numbers on a busy shared machine, where a second thread
+often waits for a core). Writes ``benchmarks/results/library.json``.
 """
 
 from __future__ import annotations
