@@ -26,6 +26,10 @@ from .assignments.ex06_multi_head import (
     check_split_heads,
 )
 from .assignments.ex07_attention_maps import check_capture_self_attention, check_plot_attention
+from .assignments.ex08_efficient_attention import (
+    check_blockwise_attention,
+    check_online_softmax,
+)
 
 __all__ = [
     "check_stable_softmax",
@@ -45,4 +49,6 @@ __all__ = [
     "check_multi_head_attention",
     "check_capture_self_attention",
     "check_plot_attention",
+    "check_online_softmax",
+    "check_blockwise_attention",
 ]

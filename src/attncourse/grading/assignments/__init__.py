@@ -16,6 +16,7 @@ ASSIGNMENT_MODULES = (
     "ex05_masking",
     "ex06_multi_head",
     "ex07_attention_maps",
+    "ex08_efficient_attention",
 )
 
 for _name in ASSIGNMENT_MODULES:
