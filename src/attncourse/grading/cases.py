@@ -21,5 +21,7 @@ def tensor(rows, dtype=torch.float64) -> torch.Tensor:
 
 
 def other_float_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for float64 and float64 for everything else: a dtype that is *not* kept."""
-    return torch.float32 if dtype == torch.float64 else torch.float64
+    """The dtype a result typically ends up in when the input's is not kept: float32
+    (computed with a float32 constant, or upcast from half and not cast back), and
+    float64 for float32 inputs."""
+    return torch.float64 if dtype == torch.float32 else torch.float32
