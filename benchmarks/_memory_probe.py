@@ -6,8 +6,9 @@ IMPL is ``plain`` (matmul, softmax, matmul), ``blockwise`` (attncourse.efficient
 ``sdpa`` (torch's fused scaled_dot_product_attention); ``none`` runs only the setup, to
 measure the baseline. MODE is ``forward`` (under no_grad) or ``backward`` (forward, then
 backward of the sum of the output). Every run does the same setup first: import torch and
-the library, allocate query, key and value (1, 1, LENGTH, D) in float32 (batch 1, one head), and run each
-implementation once on a tiny input so that thread pools and kernels are loaded.
+the library, allocate query, key and value (1, 1, LENGTH, D) in float32 (batch 1, one
+head), and run each implementation once on a tiny input so that thread pools and kernels
+are loaded.
 
 Prints one JSON line: the process's peak resident set size (VmHWM) in KiB and the seconds
 the case took. The caller subtracts the peak of the ``none`` run to get the case's own peak.

@@ -16,6 +16,11 @@ For each sequence length L = S in the sweep (1024 ... 16384; d = 64, one head, f
   (the machine may be shared: interleaving spreads the noise evenly, the median drops
   outliers).
 
+Also, at L = 4096: the forward time of blockwise attention for several block sizes (how the
+library's default was chosen) and of all three implementations on one thread (on a busy
+machine, thread synchronisation penalises the many smaller operations of the blockwise
+loop). Under load the full run takes tens of minutes; --quick stops at L = 2048.
+
 Prints the headline figures at the largest length and the ratios against the targets
 (blockwise peak <= 10% of plain, blockwise forward time <= 1.5x plain), writes everything
 to benchmarks/results/efficient.json and, with --write-book-data, to
@@ -135,7 +140,8 @@ def block_size_sweep(length: int = BLOCK_SWEEP_LENGTH, reps: int = 3) -> dict:
                 start = time.perf_counter()
                 blockwise_attention(*inputs, block_size=blocks)
                 samples[blocks].append(time.perf_counter() - start)
-    return {"length": length, "median_s": {f"{q}x{k}": statistics.median(s) for (q, k), s in samples.items()}}
+    medians = {f"{q}x{k}": statistics.median(s) for (q, k), s in samples.items()}
+    return {"length": length, "median_s": medians}
 
 
 def single_thread_times(length: int = BLOCK_SWEEP_LENGTH, reps: int = 5) -> dict:
@@ -150,7 +156,8 @@ def single_thread_times(length: int = BLOCK_SWEEP_LENGTH, reps: int = 5) -> dict
                 samples[impl].append(time_once(impl, "forward", inputs))
     finally:
         torch.set_num_threads(threads)
-    return {"length": length, "median_s": {impl: statistics.median(s) for impl, s in samples.items()}}
+    medians = {impl: statistics.median(s) for impl, s in samples.items()}
+    return {"length": length, "median_s": medians}
 
 
 def sdpa_cpu_kernels() -> list[str]:
@@ -171,7 +178,9 @@ def machine() -> dict:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
         model = names[0] if names else model
     except OSError:
         pass
@@ -189,7 +198,8 @@ def machine() -> dict:
 def ratios(entry: dict) -> dict:
     peak, seconds = entry["peak_mib"], entry["time_s"]
     return {
-        "memory_forward_blockwise_over_plain": peak["blockwise"]["forward"] / peak["plain"]["forward"],
+        "memory_forward_blockwise_over_plain": peak["blockwise"]["forward"]
+        / peak["plain"]["forward"],
         "memory_backward_blockwise_over_plain": peak["blockwise"]["backward"]
         / peak["plain"]["backward"],
         "time_forward_blockwise_over_plain": seconds["forward"]["blockwise"]
@@ -204,7 +214,8 @@ def ratios(entry: dict) -> dict:
 def print_headline(entry: dict, summary: dict) -> None:
     L = entry["length"]
     print(f"L = S = {L}, d = {DIM}, one head, float32, blocks {DEFAULT_BLOCK_SIZE}")
-    print(f"{'':10s} {'peak fwd MiB':>13s} {'peak fwd+bwd MiB':>17s} {'fwd s':>8s} {'fwd+bwd s':>10s}")
+    header = f"{'peak fwd MiB':>13s} {'peak fwd+bwd MiB':>17s} {'fwd s':>8s} {'fwd+bwd s':>10s}"
+    print(f"{'':10s} {header}")
     for impl in IMPLS:
         peak, secs = entry["peak_mib"][impl], entry["time_s"]
         print(
@@ -221,7 +232,8 @@ def print_headline(entry: dict, summary: dict) -> None:
         verdict = "met" if value <= target else "MISSED"
         print(f"{label:32s} {value:7.3f}  (target <= {target}: {verdict})")
     print(f"{'time fwd blockwise/sdpa':32s} {summary['time_forward_blockwise_over_sdpa']:7.3f}")
-    print(f"{'time fwd+bwd blockwise/plain':32s} {summary['time_backward_blockwise_over_plain']:7.3f}")
+    training_ratio = summary["time_backward_blockwise_over_plain"]
+    print(f"{'time fwd+bwd blockwise/plain':32s} {training_ratio:7.3f}")
 
 
 def _rounded(mapping: dict) -> dict:
@@ -256,9 +268,11 @@ def run(lengths, write_book_data: bool) -> dict:
         "sweep": sweep,
     }
     print_headline(headline, summary)
-    print(f"block sizes at L = {BLOCK_SWEEP_LENGTH}, forward seconds:", _rounded(result["block_size_sweep"]["median_s"]))
-    print(f"one thread at L = {BLOCK_SWEEP_LENGTH}, forward seconds:", _rounded(result["single_thread"]["median_s"]))
-    print(f"SDPA on this CPU ran: {', '.join(result['sdpa_cpu_kernels']) or 'nothing recognisable'}")
+    blocks, single = result["block_size_sweep"]["median_s"], result["single_thread"]["median_s"]
+    print(f"block sizes at L = {BLOCK_SWEEP_LENGTH}, forward seconds:", _rounded(blocks))
+    print(f"one thread at L = {BLOCK_SWEEP_LENGTH}, forward seconds:", _rounded(single))
+    kernels = ", ".join(result["sdpa_cpu_kernels"]) or "nothing recognisable"
+    print(f"SDPA on this CPU ran: {kernels}")
     targets = [BOOK_DATA, RESULTS] if write_book_data else [RESULTS]
     for path in targets:
         path.parent.mkdir(parents=True, exist_ok=True)
