@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attn_helpers import CUDA_AVAILABLE, assert_close_policy, randn, seeded
+from attn_helpers import assert_close_policy, randn, seeded
 from attncourse import efficient, functional, masks
 from attncourse.efficient import KVCache, blockwise_attention
 
@@ -413,26 +413,29 @@ def test_bad_alignment():
 
 
 # ---------------------------------------------------------------------------------------
-# GPU path: the library's SDPA reaches torch's fused kernels (skipped without CUDA)
+# Fused kernels: the library's SDPA without weights reaches them (CPU flash; CUDA flash or
+# memory-efficient). Tolerance as in PyTorch's own SDPA tests: the fused result may be off
+# the float64 answer by a few times what the math backend in the same dtype is off by.
 # ---------------------------------------------------------------------------------------
 
+FUSED_FUDGE = 3.0
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not CUDA_AVAILABLE, reason="no CUDA device")
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("is_causal", [False, True])
-def test_library_sdpa_runs_on_fused_cuda_kernels(dtype, is_causal):
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+def test_library_sdpa_runs_on_fused_kernels(dtype, is_causal, device):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    query, key, value = qkv((2, 4), 128, 128, 64, 64, seed=91, device="cuda", grad=False)
-    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    exact = qkv((2, 4), 128, 128, 64, 64, seed=91, device=device, grad=False)  # float64
+    low = tuple(t.to(dtype) for t in exact)
     fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
-    with sdpa_kernel(fused):  # raises if neither fused kernel accepts the inputs
-        got = functional.scaled_dot_product_attention(query, key, value, is_causal=is_causal)
+    with sdpa_kernel(fused):  # raises if no fused kernel accepts the inputs
+        got = functional.scaled_dot_product_attention(*low, is_causal=is_causal)
     with sdpa_kernel([SDPBackend.MATH]):
-        expected = F.scaled_dot_product_attention(
-            query.double(), key.double(), value.double(), is_causal=is_causal
-        )
-    torch.testing.assert_close(got, expected.to(dtype))  # torch's defaults for dtype
-    blockwise = blockwise_attention(query, key, value, is_causal=is_causal)
-    torch.testing.assert_close(blockwise, expected.to(dtype))
+        reference = F.scaled_dot_product_attention(*exact, is_causal=is_causal)
+        math_low = F.scaled_dot_product_attention(*low, is_causal=is_causal)
+    assert got.dtype == dtype
+    allowed = FUSED_FUDGE * (math_low.double() - reference).abs().max().item()
+    assert (got.double() - reference).abs().max().item() <= allowed
+    blockwise = blockwise_attention(*low, is_causal=is_causal)  # computed in float32
+    assert (blockwise.double() - reference).abs().max().item() <= allowed
