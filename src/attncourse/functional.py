@@ -124,6 +124,17 @@ def _check_weight(name: str, w: object, shape: tuple[int, ...], like: torch.Tens
         raise ValueError(f"{name} must have shape {shape}, got {tuple(w.shape)}")
 
 
+def _check_additive_weights(W_q, W_k, w_v, q: torch.Tensor, k: torch.Tensor) -> None:
+    """W_q (H, Eq), W_k (H, Ek) and w_v (H,) must agree with each other and with q, k."""
+    _checks.require_tensor("W_q", W_q)
+    if W_q.dim() != 2:
+        raise ValueError(f"W_q must have shape (H, Eq), got {tuple(W_q.shape)}")
+    hidden = W_q.shape[0]
+    _check_weight("W_q", W_q, (hidden, q.shape[-1]), q)
+    _check_weight("W_k", W_k, (hidden, k.shape[-1]), q)
+    _check_weight("w_v", w_v, (hidden,), q)
+
+
 def _dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)  # (..., L, E) @ (..., E, S) -> (..., L, S)
 
@@ -205,13 +216,7 @@ def additive_scores(
         Scores (..., L, S). Memory grows as L * S * H.
     """
     _check_query_key(q, k, same_size=False)
-    _checks.require_tensor("W_q", W_q)
-    if W_q.dim() != 2:
-        raise ValueError(f"W_q must have shape (H, Eq), got {tuple(W_q.shape)}")
-    hidden = W_q.shape[0]
-    _check_weight("W_q", W_q, (hidden, q.shape[-1]), q)
-    _check_weight("W_k", W_k, (hidden, k.shape[-1]), q)
-    _check_weight("w_v", w_v, (hidden,), q)
+    _check_additive_weights(W_q, W_k, w_v, q, k)
     return _additive(q, k, W_q, W_k, w_v)
 
 
@@ -481,13 +486,7 @@ def additive_attention(
     """
     _checks.require_bool("return_weights", return_weights)
     batch = _check_attention_inputs(query, key, value, same_size=False)
-    _checks.require_tensor("W_q", W_q)
-    if W_q.dim() != 2:
-        raise ValueError(f"W_q must have shape (H, Eq), got {tuple(W_q.shape)}")
-    hidden = W_q.shape[0]
-    _check_weight("W_q", W_q, (hidden, query.shape[-1]), query)
-    _check_weight("W_k", W_k, (hidden, key.shape[-1]), query)
-    _check_weight("w_v", w_v, (hidden,), query)
+    _check_additive_weights(W_q, W_k, w_v, query, key)
     _check_mask_args(attn_mask, is_causal, batch, query.shape[-2], key.shape[-2], query)
     scores = _additive(query, key, W_q, W_k, w_v)  # (..., L, S)
     return _attention_from_scores(scores, value, attn_mask, is_causal, return_weights)
