@@ -23,12 +23,14 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv book test bench constraints clean distclean
+.PHONY: help venv book test bench bench-book-data exercises constraints clean distclean
 
 help:
 	@echo "make book         build the book; prints the path of _build/html/index.html"
 	@echo "make test         run the test suite (builds the book, drives headless Chromium)"
 	@echo "make bench        run benchmarks/bench_*.py (BENCH_ARGS='name ...' to pick some)"
+	@echo "make exercises    regenerate exercises/ from solutions/ with nbgrader"
+	@echo "make bench-book-data  rerun the efficient-attention sweep for chapter 8"
 	@echo "make venv         create or update .venv from constraints.txt"
 	@echo "make constraints  rewrite constraints.txt from the packages in .venv"
 	@echo "make clean        remove build outputs; 'make distclean' also removes .venv"
@@ -54,6 +56,15 @@ test: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The student release: nbgrader generate_assignment for every assignment in solutions/,
+# plus the hidden tests of the self-study edition (src/attncourse/grading/data/).
+exercises: venv
+	$(BIN)/python -m attncourse.grading.release
+
+# Chapter 8 plots a committed sweep (book/data/efficient_sweep.json); this remeasures it.
+bench-book-data: venv
+	$(BIN)/python -m benchmarks.bench_efficient --write-book-data
 
 constraints: venv
 	$(BIN)/python tools/write_constraints.py
