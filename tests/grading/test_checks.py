@@ -137,6 +137,10 @@ DELEGATIONS = {
     "dot_product_attention": lambda q, k, v: _sdpa_with_weights(q, k, v, scale=1.0),
     "scaled_dot_scores": lambda query, key: attncourse.functional.scaled_dot_scores(query, key),
     "scaled_dot_product_attention": lambda q, k, v, attn_mask=None: _sdpa_with_weights(q, k, v, attn_mask),
+    "online_softmax": lambda scores, block_size: torch.softmax(scores, dim=-1),
+    "blockwise_attention": lambda q, k, v, block_size: attncourse.efficient.blockwise_attention(
+        q, k, v, block_size=block_size
+    ),
 }
 
 
