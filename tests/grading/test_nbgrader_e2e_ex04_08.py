@@ -1,4 +1,4 @@
-"""ex04-ex07 end to end with the real nbgrader and its gradebook.
+"""ex04-ex08 end to end with the real nbgrader and its gradebook.
 
 One submission per assignment, mixing right and wrong answers written the way a student
 would write them: the reference solution of some tasks, and for the others the reference
@@ -62,6 +62,10 @@ ANSWERS = {
             "",
         ),
         "plot_attention": None,
+    },
+    "ex08_efficient_attention": {
+        "online_softmax": mistake_answer("online_softmax", "running_sum_not_rescaled", "online_softmax"),
+        "blockwise_attention": None,
     },
 }
 
