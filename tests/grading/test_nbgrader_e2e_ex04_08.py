@@ -31,6 +31,14 @@ def _edited(name: str, task: str, old: str, new: str) -> str:
     return source.replace(old, new)
 
 
+# Right numbers by the wrong method: the method audit must score it 0 inside nbgrader too.
+PLAIN_ATTENTION_AS_BLOCKWISE = """
+def blockwise_attention(query, key, value, block_size):
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    return weights / weights.sum(dim=-1, keepdim=True) @ value
+"""
+
 # assignment -> task -> answer source (None: the reference)
 ANSWERS = {
     "ex04_additive_bilinear": {
@@ -65,7 +73,7 @@ ANSWERS = {
     },
     "ex08_efficient_attention": {
         "online_softmax": mistake_answer("online_softmax", "running_sum_not_rescaled", "online_softmax"),
-        "blockwise_attention": None,
+        "blockwise_attention": PLAIN_ATTENTION_AS_BLOCKWISE,
     },
 }
 

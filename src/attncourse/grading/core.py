@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .audit import OpLog, OpRecord
 from .tripwire import Tripwire
 
 SUITES = ("visible", "hidden")
@@ -79,6 +80,10 @@ class Task:
         adapt: optional; turns what the notebook defines (a class, or a function whose
             arguments are objects a case cannot hold) into a callable with the
             reference's signature. ``run_task_check`` applies it to the student's object.
+        audit: optional; for tasks that ask for a method, not only a result. Called as
+            ``audit(case, records)`` with the torch calls the student's function made on
+            that case (see :mod:`attncourse.grading.audit`); returns a message when the
+            method is not the one asked for. Applied once the outputs are right.
     """
 
     name: str
@@ -89,6 +94,7 @@ class Task:
     forbidden: tuple[str, ...] = ()
     chapter: str = ""
     adapt: Callable[[Any], Callable] | None = None
+    audit: Callable[[Case, Sequence[OpRecord]], str | None] | None = None
 
     def cases(self, suite: str) -> list[Case]:
         if suite not in SUITES:
@@ -266,8 +272,12 @@ def _find_failure(task: Task, student_fn: Callable, cases: list[Case], suite: st
     if not callable(student_fn):
         return f"{task.function_name} must be a function, got {_kind_of(student_fn)}"
     expected = [call(task.reference, case) for case in cases]
+    got, logs = [], []
     with Tripwire(task.forbidden, student_fn) as wire:
-        got = [call(student_fn, case) for case in cases]
+        for case in cases:
+            with OpLog() if task.audit is not None else contextlib.nullcontext() as log:
+                got.append(call(student_fn, case))
+            logs.append(log.records if log is not None else [])
     if wire.calls:
         return delegation_message(task, wire.calls)
     for index, (case, want, have) in enumerate(zip(cases, expected, got)):
@@ -276,6 +286,11 @@ def _find_failure(task: Task, student_fn: Callable, cases: list[Case], suite: st
             if index == 0:
                 _print_small_case(task, case, want, have)
             return failure_message(task, cases, got, index, problem, suite)
+    if task.audit is not None:
+        for case, records in zip(cases, logs):
+            problem = task.audit(case, records)
+            if problem is not None:
+                return method_message(task, case, problem)
     return None
 
 
@@ -285,6 +300,13 @@ def delegation_message(task: Task, calls: Sequence[str]) -> str:
         f"{task.function_name}: delegation refused, 0 points. Your function called {names}. "
         f"This exercise asks you to write {task.function_name} yourself from basic tensor "
         "operations; calling torch's or the library's ready-made version does not count."
+    )
+
+
+def method_message(task: Task, case: Case, problem: str) -> str:
+    return (
+        f"{task.function_name}: right values, but not the method the exercise asks for, "
+        f"0 points. On the case {case.describe()}, {problem}"
     )
 
 

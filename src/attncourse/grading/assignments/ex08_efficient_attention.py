@@ -8,6 +8,8 @@ Tasks:
         softmax(Q K^T / sqrt(d_k)) V, walking over blocks of ``block_size`` keys with a
         running maximum, running sum and running (unnormalised) output.
 
+Both tasks are audited for their method (:mod:`attncourse.grading.audit`): no maximum or
+sum over a whole row in the online softmax, no full score matrix in blockwise attention.
 Cases put the largest score of a row in a later block (so that forgetting a rescaling
 shows), use lengths that block sizes do and do not divide, and n_q != n_k, d_k != d_v.
 """
@@ -21,6 +23,7 @@ import torch
 from ... import functional
 from ...efficient import blockwise_attention as library_blockwise_attention
 from .. import cases as mk
+from ..audit import no_full_row_reduction, no_full_score_matrix
 from ..core import Case, Task, register_task, run_task_check
 from ..mistakes import define, variant
 from ..tripwire import ATTENTION_FAMILY, LIBRARY_FAMILY, SOFTMAX_FAMILY
@@ -92,6 +95,7 @@ ONLINE_SOFTMAX = register_task(
         result_names=("weights",),
         forbidden=FORBIDDEN,
         chapter=CHAPTER,
+        audit=no_full_row_reduction,
     )
 )
 BLOCKWISE_ATTENTION = register_task(
@@ -103,6 +107,7 @@ BLOCKWISE_ATTENTION = register_task(
         result_names=("output",),
         forbidden=FORBIDDEN,
         chapter=CHAPTER,
+        audit=no_full_score_matrix,
     )
 )
 

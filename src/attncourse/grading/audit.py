@@ -1,0 +1,146 @@
+"""Checks of how a student's function computes, not only of what it returns.
+
+Some exercises ask for an algorithm rather than a result. The online softmax must gather
+each row's maximum and sum block by block; blockwise attention must never hold the whole
+``n_q x n_k`` matrix of scores. A two-pass softmax, or plain attention, returns the same
+numbers, so comparing outputs cannot tell them apart.
+
+:class:`OpLog` records every torch call the student's function makes, through a
+``TorchFunctionMode``, as light :class:`OpRecord` entries (names and shapes, no tensors).
+A task's ``audit`` is a function ``(case, records) -> message or None`` that reads them;
+the check applies it only once the outputs are right, so a wrong answer still gets the
+hint for its mistake first. Audits skip cases where the method cannot show (a single
+block, or sizes that coincide), so that they never fail a correct blockwise solution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch.overrides import TorchFunctionMode, resolve_name
+
+# Reductions whose use over a whole row gives the two-pass method away.
+_ROW_REDUCTIONS = frozenset({"max", "amax", "sum", "nansum", "logsumexp"})
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One torch call: its name, argument shapes and result shapes.
+
+    Attributes:
+        name: the qualified name, e.g. ``"torch.Tensor.amax"`` or ``"torch.exp"``.
+        arg_shapes: for each positional argument, its shape if it is a tensor, else None.
+        dim: the ``dim`` argument (second positional or keyword) when it is not a tensor;
+            None when absent.
+        output_shapes: shapes of the tensors the call returned.
+    """
+
+    name: str
+    arg_shapes: tuple[tuple[int, ...] | None, ...]
+    dim: Any
+    output_shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+    def reduces_last_axis(self) -> bool:
+        """True for a max/amax/sum/nansum/logsumexp whose reduction includes the last axis."""
+        if self.short_name not in _ROW_REDUCTIONS or not self.arg_shapes:
+            return False
+        shape = self.arg_shapes[0]
+        if not shape:  # not a tensor, or a 0-d tensor
+            return False
+        if len(self.arg_shapes) > 1 and self.arg_shapes[1] is not None:
+            return False  # torch.max(a, b): elementwise, not a reduction
+        if self.dim is None:
+            return True  # reduces every axis
+        dims = self.dim if isinstance(self.dim, (tuple, list)) else (self.dim,)
+        last = len(shape) - 1
+        return any(isinstance(d, int) and d % len(shape) == last for d in dims)
+
+
+def _shape(value) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+class OpLog(TorchFunctionMode):
+    """Context manager recording the torch calls made inside it, in ``self.records``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[OpRecord] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        self.records.append(
+            OpRecord(
+                name=resolve_name(func) or getattr(func, "__name__", repr(func)),
+                arg_shapes=tuple(_shape(a) for a in args),
+                dim=None if isinstance(dim, torch.Tensor) else dim,
+                output_shapes=tuple(tuple(t.shape) for t in _tensors(result)),
+            )
+        )
+        return result
+
+
+# ---------------------------------------------------------------------------------------
+# Audits of the efficient-attention exercise
+# ---------------------------------------------------------------------------------------
+
+
+def no_full_row_reduction(case, records: Sequence[OpRecord]) -> str | None:
+    """The online softmax: no max or sum over a whole row of ``n`` > ``block_size`` columns.
+
+    ``case.args`` is ``(scores, block_size)`` with scores of shape (..., n).
+    """
+    scores, block_size = case.args[:2]
+    n = scores.shape[-1]
+    if block_size >= n:
+        return None  # one block is the whole row: nothing to tell apart
+    for record in records:
+        if record.reduces_last_axis() and record.arg_shapes[0][-1] == n:
+            return (
+                f"your function called {record.name} over whole rows of {n} scores (a tensor "
+                f"of shape {record.arg_shapes[0]}), with blocks of {block_size}. The online "
+                "softmax never takes a maximum or a sum over a whole row: it reduces one "
+                "block at a time and keeps a running maximum and a running sum."
+            )
+    return None
+
+
+def no_full_score_matrix(case, records: Sequence[OpRecord]) -> str | None:
+    """Blockwise attention: no tensor of shape (..., n_q, n_k) or (..., n_k, n_q) appears.
+
+    ``case.args`` is ``(query, key, value, block_size)`` with query (..., n_q, d_k), key
+    (..., n_k, d_k) and value (..., n_k, d_v). Cases whose four sizes are not all
+    different are skipped: there a legitimate tensor could have the same shape.
+    """
+    query, key, value, block_size = case.args[:4]
+    n_q, d_k = query.shape[-2:]
+    n_k, d_v = key.shape[-2], value.shape[-1]
+    if block_size >= n_k or len({n_q, n_k, d_k, d_v}) < 4:
+        return None
+    for record in records:
+        for shape in record.output_shapes:
+            if len(shape) >= 2 and shape[-2:] in ((n_q, n_k), (n_k, n_q)):
+                return (
+                    f"{record.name} built a tensor of shape {shape}: all {n_q} x {n_k} "
+                    f"scores at once, with blocks of {block_size} keys. Blockwise attention "
+                    "only ever holds one (n_q, block_size) block of scores: compute the "
+                    "scores of one block of keys, fold it into the running maximum, sum and "
+                    "output, and move on."
+                )
+    return None
