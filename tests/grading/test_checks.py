@@ -247,3 +247,37 @@ def test_protect_kernel_only_guards_notebook_code():
 def test_suite_name_is_validated():
     with pytest.raises(ValueError, match="suite must be one of"):
         run_task_check("dot_scores", lambda q, k: q, "secret")
+
+
+# ---------------------------------------------------------------------------------------
+# Cases of bad input: the task asks for an exception
+# ---------------------------------------------------------------------------------------
+
+
+def _causal_mask_without_check(n_q, n_k, alignment="top_left"):
+    offset = 0 if alignment == "top_left" else n_k - n_q
+    return torch.arange(n_k)[None, :] <= torch.arange(n_q)[:, None] + offset
+
+
+def _causal_mask_with_assert(n_q, n_k, alignment="top_left"):
+    assert alignment in ("top_left", "bottom_right")
+    return _causal_mask_without_check(n_q, n_k, alignment)
+
+
+@pytest.mark.parametrize("fn", [_causal_mask_without_check, _causal_mask_with_assert])
+@pytest.mark.parametrize("suite", ["visible", "hidden"])
+def test_a_missing_value_error_fails_with_its_own_hint(fn, suite):
+    message = _failure("causal_mask", fn, suite)
+    assert "an unknown alignment, 'middle'" in message
+    assert "this input must raise ValueError, but your function" in message
+    assert "Hint: the task asks for a ValueError on this input" in message
+
+
+def test_any_value_error_message_is_accepted():
+    def causal_mask(n_q, n_k, alignment="top_left"):
+        if alignment not in ("top_left", "bottom_right"):
+            raise ValueError("no")
+        return _causal_mask_without_check(n_q, n_k, alignment)
+
+    for suite in ("visible", "hidden"):
+        run_task_check("causal_mask", causal_mask, suite)

@@ -40,12 +40,15 @@ class Case:
     ``args``/``kwargs`` are passed to the function under test (cloned for every call, so
     in-place edits by one function never leak into the next). ``visible`` cases make up
     the visible suite; the hidden suite runs all cases, built from another seed.
+    ``raises`` marks a case of bad input: the reference raises this exception type there,
+    and the student's function must raise it too.
     """
 
     name: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
     visible: bool = True
+    raises: type[Exception] | None = None
 
     def fresh_inputs(self) -> tuple[tuple, dict]:
         return _clone(self.args), _clone(self.kwargs)
@@ -173,8 +176,24 @@ def _kind_of(value) -> str:
     return f"{type(value).__name__} {value!r}"[:120]
 
 
-def compare(task: Task, expected: Outcome, got: Outcome) -> str | None:
-    """None when ``got`` agrees with ``expected`` per the tolerance policy, else why not."""
+def _raised(outcome: Outcome, kind: type[Exception]) -> bool:
+    return outcome.error is not None and outcome.error.startswith(f"{kind.__name__}:")
+
+
+def compare(
+    task: Task, expected: Outcome, got: Outcome, raises: type[Exception] | None = None
+) -> str | None:
+    """None when ``got`` agrees with ``expected`` per the tolerance policy, else why not.
+
+    On a case of bad input (``raises`` given) both must have raised that exception type.
+    """
+    if raises is not None:
+        if not _raised(expected, raises):  # a broken case, not a student's mistake
+            raise RuntimeError(f"reference of {task.name} did not raise {raises.__name__}")
+        if _raised(got, raises):
+            return None
+        did = f"raised {got.error}" if got.error is not None else f"returned {_kind_of(got.value)}"
+        return f"this input must raise {raises.__name__}, but your function {did}"
     if expected.error is not None:  # the reference itself must run on every case
         raise RuntimeError(f"reference of {task.name} failed: {expected.error}")
     if got.error is not None:
@@ -281,7 +300,7 @@ def _find_failure(task: Task, student_fn: Callable, cases: list[Case], suite: st
     if wire.calls:
         return delegation_message(task, wire.calls)
     for index, (case, want, have) in enumerate(zip(cases, expected, got)):
-        problem = compare(task, want, have)
+        problem = compare(task, want, have, case.raises)
         if problem is not None:
             if index == 0:
                 _print_small_case(task, case, want, have)
@@ -324,6 +343,12 @@ def failure_message(
             f"Hint: {task.function_name} still raises NotImplementedError; replace that line "
             "with your implementation."
         )
+    elif cases[index].raises is not None:
+        lines.append(
+            f"Hint: the task asks for a {cases[index].raises.__name__} on this input, with a "
+            "message that names the argument and the values it accepts; check the argument "
+            "before computing anything."
+        )
     else:
         lines.extend(hint_lines(diagnose(task, cases, got, index)))
     return "\n".join(lines)
@@ -336,6 +361,10 @@ def _print_small_case(task: Task, case: Case, want: Outcome, have: Outcome) -> N
         print(f"  argument {i + 1}:\n{_indent(value)}")
     for key, value in kwargs.items():
         print(f"  {key}:\n{_indent(value)}")
+    if want.error is not None:
+        print(f"  expected: an exception, {want.error}")
+        print(f"  got: {have.error or _kind_of(have.value)}")
+        return
     expected_parts = split_result(task, want.value)
     for name, value in zip(task.result_names, expected_parts):
         print(f"  expected {name}:\n{_indent(value)}")

@@ -42,6 +42,7 @@ def _causal_cases(seed: int) -> list[Case]:
         Case("n_q=3, n_k=5, bottom_right", (3, 5), {"alignment": "bottom_right"}),
         Case("n_q=4, n_k=4, bottom_right", (4, 4), {"alignment": "bottom_right"}),
         Case("n_q=5, n_k=3, top_left", (5, 3), {"alignment": "top_left"}),
+        Case("an unknown alignment, 'middle'", (3, 5), {"alignment": "middle"}, raises=ValueError),
     ]
     hidden = [
         Case("n_q=5, n_k=3, bottom_right (first rows see nothing)", (5, 3), {"alignment": "bottom_right"}),
@@ -242,6 +243,8 @@ def _padding_flat(lengths, n_k):
 
 
 def _causal(n_q, n_k, alignment="top_left", *, strict=False, swap=False, ignore_alignment=False):
+    if alignment not in ("top_left", "bottom_right"):  # the variants keep the argument check
+        raise ValueError(f"alignment must be 'top_left' or 'bottom_right', got {alignment!r}")
     bottom_right = alignment == "bottom_right"
     if swap:
         bottom_right = not bottom_right
