@@ -199,6 +199,26 @@ def test_gradcheck_scaled_dot_product_attention(return_weights):
     assert torch.autograd.gradcheck(attend, inputs)
 
 
+@pytest.mark.parametrize("mask_kind", ["float", "causal"])
+def test_gradcheck_attention_with_weights_float_and_causal_masks(mask_kind):
+    # The weights path applies these masks to its scores in place; gradients must not mind.
+    gen = seeded(54)
+    inputs = _qkv(gen, (2,), 4, 5, 3, 2, requires_grad=True)
+    bias = randn(4, 5, gen=gen)
+    mask_args = {"attn_mask": bias} if mask_kind == "float" else {"is_causal": True}
+
+    def attend(query, key, value):
+        output, weights = AF.scaled_dot_product_attention(
+            query, key, value, return_weights=True, **mask_args
+        )
+        return output, weights
+
+    assert torch.autograd.gradcheck(attend, inputs)
+    before = bias.clone()
+    attend(*inputs)
+    assert torch.equal(bias, before)  # the caller's mask is left as it was
+
+
 def test_gradcheck_grouped_query_attention():
     gen = seeded(52)
     query = randn(1, 4, 3, 2, gen=gen).requires_grad_(True)

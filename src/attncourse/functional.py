@@ -46,20 +46,36 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # ---------------------------------------------------------------------------------------
 
 
-def _softmax_kept(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
+def _softmax_kept(
+    scores: torch.Tensor,
+    mask: torch.Tensor | None,
+    dim: int,
+    *,
+    every_row_keeps: bool = False,
+    scores_are_scratch: bool = False,
+) -> torch.Tensor:
     """Masked softmax on checked inputs; fully masked rows give zeros.
 
     The softmax itself (``torch.softmax``) subtracts the row maximum before exponentiating.
     Half-precision scores are handled in float32 and the result is cast back.
+    ``every_row_keeps=True`` promises that the mask keeps at least one entry of every row
+    (a top-left causal mask does), which skips the search for fully masked rows.
+    ``scores_are_scratch=True`` says that the caller made ``scores`` and needs them no
+    more, so the mask is applied in place: at (B, h, L, S) that saves allocating, and
+    touching, a second tensor as large as the scores.
     """
     compute_dtype = torch.float32 if scores.dtype in _LOW_PRECISION else scores.dtype
     scores = scores.to(compute_dtype)
     if mask is None or scores.shape[dim] == 0:  # nothing to mask, or no keys at all
         return torch.softmax(scores, dim=dim)
+    in_place = scores_are_scratch and torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
     if mask.dtype == torch.bool:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        fill = scores.masked_fill_ if in_place else scores.masked_fill
+        scores = fill(~mask, float("-inf"))
     else:
-        scores = scores + mask.to(compute_dtype)
+        scores = scores.add_(mask.to(compute_dtype)) if in_place else scores + mask.to(compute_dtype)
+    if every_row_keeps:
+        return torch.softmax(scores, dim=dim)
     # 1. Rows in which every score is -inf have nothing to attend to. (Detached: the
     #    maximum only locates those rows, it needs no gradient and saves nothing for one.)
     row_max = scores.detach().amax(dim=dim, keepdim=True)  # (..., 1) along dim
@@ -280,10 +296,14 @@ def _check_attention_inputs(
 
 def _combined_mask(
     attn_mask: torch.Tensor | None, is_causal: bool, L: int, S: int, device: torch.device
-) -> torch.Tensor | None:
+) -> tuple[torch.Tensor | None, bool]:
+    """The mask to apply, and whether it surely keeps something in every row.
+
+    A top-left causal mask does whenever there is a key: query i keeps keys 0..i.
+    """
     if is_causal:
-        return causal_mask(L, S, device=device)  # (L, S), top-left aligned
-    return attn_mask
+        return causal_mask(L, S, device=device), S > 0  # (L, S), top-left aligned
+    return attn_mask, False
 
 
 def _check_mask_args(
@@ -309,9 +329,16 @@ def _weights_and_output(
     value: torch.Tensor,
     mask: torch.Tensor | None,
     dropout_p: float,
+    every_row_keeps: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax, optional dropout, weighted sum: (..., L, S), (..., S, Ev) -> output, weights."""
-    weights = _softmax_kept(scores, mask, dim=-1).to(value.dtype)  # (..., L, S)
+    """softmax, optional dropout, weighted sum: (..., L, S), (..., S, Ev) -> output, weights.
+
+    ``scores`` must be a tensor the caller just computed: the mask is applied in place.
+    """
+    weights = _softmax_kept(
+        scores, mask, dim=-1, every_row_keeps=every_row_keeps, scores_are_scratch=True
+    )
+    weights = weights.to(value.dtype)  # (..., L, S)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
@@ -385,8 +412,8 @@ def scaled_dot_product_attention(
         key = _repeat_kv_heads(key, query.shape[-3])  # (..., Hq, S, E)
         value = _repeat_kv_heads(value, query.shape[-3])  # (..., Hq, S, Ev)
     scores = _dot(query * _default_scale(query, scale), key)  # (..., L, S)
-    mask = _combined_mask(attn_mask, is_causal, L, S, query.device)
-    return _weights_and_output(scores, value, mask, dropout_p)
+    mask, every_row_keeps = _combined_mask(attn_mask, is_causal, L, S, query.device)
+    return _weights_and_output(scores, value, mask, dropout_p, every_row_keeps)
 
 
 def dot_product_attention(
@@ -419,8 +446,8 @@ def dot_product_attention(
 
 def _attention_from_scores(scores, value, attn_mask, is_causal, return_weights):
     L, S = scores.shape[-2], scores.shape[-1]
-    mask = _combined_mask(attn_mask, is_causal, L, S, scores.device)
-    output, weights = _weights_and_output(scores, value, mask, dropout_p=0.0)
+    mask, every_row_keeps = _combined_mask(attn_mask, is_causal, L, S, scores.device)
+    output, weights = _weights_and_output(scores, value, mask, 0.0, every_row_keeps)
     return (output, weights) if return_weights else output
 
 
