@@ -11,6 +11,8 @@ A task's ``audit`` is a function ``(case, records) -> message or None`` that rea
 the check applies it only once the outputs are right, so a wrong answer still gets the
 hint for its mistake first. Audits skip cases where the method cannot show (a single
 block, or sizes that coincide), so that they never fail a correct blockwise solution.
+"Coincide" is generous: a block may carry up to two extra columns of running statistics
+(``torch.cat([running_max, block], -1)`` is a correct way to update a maximum).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 # Reductions whose use over a whole row gives the two-pass method away.
 _ROW_REDUCTIONS = frozenset({"max", "amax", "sum", "nansum", "logsumexp"})
+# A block may be widened by this many columns of carried statistics (max, sum).
+_CARRIED_COLUMNS = 2
+
+
+def _near(*sizes: int) -> set[int]:
+    """The sizes a correct blockwise solution may give a tensor's axis: each size, plus up
+    to ``_CARRIED_COLUMNS`` columns of carried statistics."""
+    return {size + extra for size in sizes for extra in range(_CARRIED_COLUMNS + 1)}
 
 
 @dataclass(frozen=True)
@@ -108,8 +118,8 @@ def no_full_row_reduction(case, records: Sequence[OpRecord]) -> str | None:
     """
     scores, block_size = case.args[:2]
     n = scores.shape[-1]
-    if block_size >= n:
-        return None  # one block is the whole row: nothing to tell apart
+    if n in _near(block_size) or block_size >= n:
+        return None  # a (widened) block could be as wide as the row: nothing to tell apart
     for record in records:
         if record.reduces_last_axis() and record.arg_shapes[0][-1] == n:
             return (
@@ -125,13 +135,20 @@ def no_full_score_matrix(case, records: Sequence[OpRecord]) -> str | None:
     """Blockwise attention: no tensor of shape (..., n_q, n_k) or (..., n_k, n_q) appears.
 
     ``case.args`` is ``(query, key, value, block_size)`` with query (..., n_q, d_k), key
-    (..., n_k, d_k) and value (..., n_k, d_v). Cases whose four sizes are not all
-    different are skipped: there a legitimate tensor could have the same shape.
+    (..., n_k, d_k) and value (..., n_k, d_v). Cases are skipped where a legitimate tensor
+    could have one of those shapes: n_q = n_k; n_k near the block size, d_k, d_v or 1 (a
+    block of scores, a transposed key or value, widened by carried statistics); n_q equal
+    to d_k, d_v or d_v + 1 (the key, the value, the value with a column of ones).
     """
     query, key, value, block_size = case.args[:4]
     n_q, d_k = query.shape[-2:]
     n_k, d_v = key.shape[-2], value.shape[-1]
-    if block_size >= n_k or len({n_q, n_k, d_k, d_v}) < 4:
+    if (
+        n_q == n_k
+        or n_k in _near(block_size, d_k, d_v, 1)
+        or n_q in {d_k, d_v, d_v + 1}
+        or block_size >= n_k
+    ):
         return None
     for record in records:
         for shape in record.output_shapes:

@@ -350,7 +350,7 @@ def failure_message(
             "before computing anything."
         )
     else:
-        lines.extend(hint_lines(diagnose(task, cases, got, index)))
+        lines.extend(hint_lines(diagnose(task, cases, got, index), small_case_printed=index == 0))
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .core import Case, Outcome, Task, call, same_behaviour
+import torch
+
+from .core import TOLERANCE, Case, Outcome, Task, call, same_behaviour, split_result
 
 
 @dataclass
@@ -67,6 +69,8 @@ def diagnose(task: Task, cases: Sequence[Case], got: Sequence[Outcome], failed_a
 
     A candidate must behave exactly like the student on the case that failed; among
     candidates, those matching the student on the most cases win (ties are all returned).
+    When no variant fits, a float64 result that is right only to float32 precision is
+    named as the mistake ``float32_precision_in_float64``, whatever the task.
     """
     best: list[Mistake] = []
     best_score = 0
@@ -79,23 +83,63 @@ def diagnose(task: Task, cases: Sequence[Case], got: Sequence[Outcome], failed_a
             best, best_score = [mistake], score
         elif score == best_score:
             best.append(mistake)
+    if not best and _right_to_float32_precision(task, call(task.reference, cases[failed_at]), got[failed_at]):
+        best = [CATALOGUE["float32_precision_in_float64"]]
     return best
 
 
-def hint_lines(mistakes: Sequence[Mistake]) -> list[str]:
-    """Lines for the failure message: one 'Likely mistake' line per mistake, or a fallback."""
-    if not mistakes:
+def _right_to_float32_precision(task: Task, expected: Outcome, got: Outcome) -> bool:
+    """True when ``got`` has float64 tensors that match ``expected`` within float32's
+    tolerance, so that only the precision was lost."""
+    if expected.error is not None or got.error is not None:
+        return False
+    try:
+        pairs = list(zip(split_result(task, expected.value), split_result(task, got.value)))
+    except AssertionError:
+        return False
+    rtol, atol = TOLERANCE[torch.float32]
+    for want, have in pairs:
+        if not (isinstance(have, torch.Tensor) and isinstance(want, torch.Tensor)):
+            return False
+        if have.dtype != torch.float64 or want.dtype != torch.float64 or have.shape != want.shape:
+            return False
+        if not torch.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True):
+            return False
+    return True
+
+
+def hint_lines(mistakes: Sequence[Mistake], small_case_printed: bool = True) -> list[str]:
+    """Lines for the failure message: one 'Likely mistake' line per mistake, or a fallback.
+
+    ``small_case_printed`` says whether the failing case was the small one, whose inputs,
+    expected and received values were printed.
+    """
+    if mistakes:
+        return [f"Likely mistake [{m.name}]: {m.hint}" for m in mistakes]
+    if small_case_printed:
         return [
             "Hint: this does not match any mistake in the catalogue; compare your result "
             "with the expected one on the small case printed above, step by step."
         ]
-    return [f"Likely mistake [{m.name}]: {m.hint}" for m in mistakes]
+    return [
+        "Hint: this does not match any mistake in the catalogue. Your function passes the "
+        "cases before this one, so look at what this case adds (see its shapes and dtype "
+        "above: batch dimensions, sizes that differ, masks, float32) and try your function "
+        "on inputs like it."
+    ]
 
 
 # ---------------------------------------------------------------------------------------
 # Generic mistakes, shared by many tasks; assignments attach their variants.
 # ---------------------------------------------------------------------------------------
 
+define(
+    "float32_precision_in_float64",
+    "your float64 result is right only to float32 precision (a relative error near 1e-7 "
+    "where float64 gives 1e-15): part of the computation ran in float32. The usual cause "
+    "is a constant made as a tensor, such as torch.sqrt(torch.tensor(d_k)), which is "
+    "float32; use math.sqrt(d_k) or d_k ** 0.5, or give the tensor the input's dtype.",
+)
 define(
     "softmax_over_query_axis",
     "the softmax runs over the queries (dim=-2) instead of the keys: each ROW of the "

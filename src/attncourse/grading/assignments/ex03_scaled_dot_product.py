@@ -186,6 +186,7 @@ def _sdpa(
     """Scaled dot-product attention with knobs for the mistakes: (output, weights)."""
     factor = {
         "sqrt_dk": 1.0 / math.sqrt(query.shape[-1]),
+        "sqrt_dk_float32": 1.0 / torch.sqrt(torch.tensor(float(query.shape[-1]))),
         "none": 1.0,
         "dk": 1.0 / query.shape[-1],
         "sqrt_dv": 1.0 / math.sqrt(value.shape[-1]),
@@ -208,7 +209,12 @@ def _sdpa(
 
 
 def _scores(query, key, scale="sqrt_dk"):
-    factor = {"sqrt_dk": 1.0 / math.sqrt(query.shape[-1]), "none": 1.0, "dk": 1.0 / query.shape[-1]}[scale]
+    factor = {
+        "sqrt_dk": 1.0 / math.sqrt(query.shape[-1]),
+        "sqrt_dk_float32": 1.0 / torch.sqrt(torch.tensor(float(query.shape[-1]))),  # 0-d float32
+        "none": 1.0,
+        "dk": 1.0 / query.shape[-1],
+    }[scale]
     return (query @ key.transpose(-2, -1)) * factor
 
 
@@ -220,6 +226,11 @@ def _scores_unscaled(query, key):
 @variant("scale_by_d_k", "scaled_dot_scores")
 def _scores_by_d_k(query, key):
     return _scores(query, key, scale="dk")
+
+
+@variant("float32_precision_in_float64", "scaled_dot_scores")
+def _scores_float32_scale(query, key):
+    return _scores(query, key, scale="sqrt_dk_float32")
 
 
 @variant("batched_transpose_with_T", "scaled_dot_scores")
@@ -258,6 +269,11 @@ def _attention_variant(knobs: dict):
 
 for _mistake, _knobs in _ATTENTION_VARIANTS.items():
     variant(_mistake, "scaled_dot_product_attention")(_attention_variant(_knobs))
+
+
+@variant("float32_precision_in_float64", "scaled_dot_product_attention")
+def _attention_float32_scale(query, key, value, attn_mask=None):
+    return _sdpa(query, key, value, attn_mask, scale="sqrt_dk_float32")
 
 
 @variant("weights_wrong_shape", "scaled_dot_product_attention")
