@@ -214,14 +214,15 @@ def sdpa_where_and_nan_to_num(query, key, value, attn_mask=None):
 
 @implements("scaled_dot_product_attention")
 def sdpa_float64_hand_softmax(query, key, value, attn_mask=None):
-    # Computes in float64 and casts back; its own softmax, the maximum taken over the
-    # allowed keys only, exps multiplied by the mask, empty rows divided by 1 instead of 0.
+    # Computes in float64 and casts back; its own softmax, masked scores set to -inf
+    # first, the maximum taken over the allowed keys only, empty rows divided by 1.
     q, k, v = query.double(), key.double(), value.double()
     scores = q @ k.mT / math.sqrt(q.shape[-1])
     keep = torch.ones_like(scores, dtype=torch.bool) if attn_mask is None else attn_mask.expand_as(scores)
-    row_max = scores.masked_fill(~keep, float("-inf")).amax(-1, keepdim=True)
+    scores = scores.masked_fill(~keep, float("-inf"))
+    row_max = scores.amax(-1, keepdim=True)
     row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max)
-    exps = torch.exp(scores - row_max) * keep
+    exps = torch.exp(scores - row_max)
     total = exps.sum(-1, keepdim=True)
     weights = exps / torch.where(total > 0, total, torch.ones_like(total))
     return (weights @ v).to(query.dtype), weights.to(query.dtype)
@@ -405,14 +406,15 @@ def masked_softmax_finfo_min_times_mask(scores, mask):
 
 @implements("masked_softmax")
 def masked_softmax_float64_by_hand(scores, mask):
-    # Its own softmax in float64: maximum over the allowed entries, exps times the mask,
-    # empty rows divided by 1; the dead-row test without keepdim, unsqueezed back.
+    # Its own softmax in float64: maximum over the allowed entries, masked entries set to
+    # -inf before exp (exp of a masked score far above the maximum would overflow, and
+    # inf * 0 is NaN), empty rows divided by 1; the dead-row test without keepdim.
     keep = mask.expand_as(scores)
-    s = scores.double()
-    row_max = s.masked_fill(~keep, float("-inf")).amax(dim=-1)
+    s = scores.double().masked_fill(~keep, float("-inf"))
+    row_max = s.amax(dim=-1)
     dead = ~keep.any(dim=-1)
     row_max = row_max.masked_fill(dead, 0.0).unsqueeze(-1)
-    exps = torch.exp(s - row_max) * keep
+    exps = torch.exp(s - row_max)
     total = exps.sum(dim=-1).masked_fill(dead, 1.0).unsqueeze(-1)
     return (exps / total).to(scores.dtype)
 

@@ -113,6 +113,23 @@ def test_two_pass_softmax_gets_the_method_message(fn, suite):
     assert "over whole rows" in message and "running maximum" in message
 
 
+def _maxima_first_then_sums(scores, block_size):
+    # Two passes over the blocks: all the maxima, then all the sums.
+    blocks = torch.split(scores, block_size, dim=-1)
+    m = torch.full_like(scores[..., :1], -math.inf)
+    for block in blocks:
+        m = torch.maximum(m, block.amax(dim=-1, keepdim=True))
+    total = sum(torch.exp(block - m).sum(dim=-1, keepdim=True) for block in blocks)
+    return torch.exp(scores - m) / total
+
+
+@pytest.mark.parametrize("suite", ["visible", "hidden"])
+def test_two_passes_over_the_blocks_get_the_method_message(suite):
+    message = _message("online_softmax", _maxima_first_then_sums, suite)
+    assert METHOD in message
+    assert "before it exponentiates any" in message
+
+
 def _online_with_max_values(scores, block_size):
     m = torch.full_like(scores[..., :1], -math.inf)
     total = torch.zeros_like(m)

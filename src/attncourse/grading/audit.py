@@ -29,6 +29,27 @@ _ROW_REDUCTIONS = frozenset({"max", "amax", "sum", "nansum", "logsumexp"})
 _CARRIED_COLUMNS = 2
 
 
+_MAXIMA = frozenset({"max", "amax"})
+_EXPONENTIALS = frozenset({"exp", "exp_"})
+
+
+def _two_passes(records: Sequence[OpRecord]) -> bool:
+    """True when no maximum is taken after the first exponential: every block's maximum
+    was found before any block was exponentiated, which is a pass of its own."""
+    first_exp = next((i for i, r in enumerate(records) if r.short_name in _EXPONENTIALS), None)
+    if first_exp is None:
+        return False
+    return not any(r.short_name in _MAXIMA and r.is_reduction() for r in records[first_exp:])
+
+
+_TWO_PASSES_MESSAGE = (
+    "your function finds the maximum of every block before it exponentiates any, which "
+    "is a second pass over the blocks. The online method folds each block in as it reads "
+    "it: update the running maximum, rescale what you have, add the block's exponentials, "
+    "then go on to the next block."
+)
+
+
 def _near(*sizes: int) -> set[int]:
     """The sizes a correct blockwise solution may give a tensor's axis: each size, plus up
     to ``_CARRIED_COLUMNS`` columns of carried statistics."""
@@ -56,15 +77,19 @@ class OpRecord:
     def short_name(self) -> str:
         return self.name.rsplit(".", 1)[-1]
 
-    def reduces_last_axis(self) -> bool:
-        """True for a max/amax/sum/nansum/logsumexp whose reduction includes the last axis."""
+    def is_reduction(self) -> bool:
+        """True for a max/amax/sum/nansum/logsumexp that reduces a tensor of 1 or more dims."""
         if self.short_name not in _ROW_REDUCTIONS or not self.arg_shapes:
             return False
-        shape = self.arg_shapes[0]
-        if not shape:  # not a tensor, or a 0-d tensor
+        if not self.arg_shapes[0]:  # not a tensor, or a 0-d tensor
             return False
-        if len(self.arg_shapes) > 1 and self.arg_shapes[1] is not None:
-            return False  # torch.max(a, b): elementwise, not a reduction
+        return not (len(self.arg_shapes) > 1 and self.arg_shapes[1] is not None)  # not max(a, b)
+
+    def reduces_last_axis(self) -> bool:
+        """True for a reduction (see ``is_reduction``) that includes the last axis."""
+        if not self.is_reduction():
+            return False
+        shape = self.arg_shapes[0]
         if self.dim is None:
             return True  # reduces every axis
         dims = self.dim if isinstance(self.dim, (tuple, list)) else (self.dim,)
@@ -128,6 +153,8 @@ def no_full_row_reduction(case, records: Sequence[OpRecord]) -> str | None:
                 "softmax never takes a maximum or a sum over a whole row: it reduces one "
                 "block at a time and keeps a running maximum and a running sum."
             )
+    if _two_passes(records):
+        return f"with blocks of {block_size} over rows of {n} scores, {_TWO_PASSES_MESSAGE}"
     return None
 
 
@@ -160,4 +187,6 @@ def no_full_score_matrix(case, records: Sequence[OpRecord]) -> str | None:
                     "scores of one block of keys, fold it into the running maximum, sum and "
                     "output, and move on."
                 )
+    if _two_passes(records):
+        return f"with blocks of {block_size} keys out of {n_k}, {_TWO_PASSES_MESSAGE}"
     return None

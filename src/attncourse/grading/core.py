@@ -12,6 +12,7 @@ cell 0 when it does).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -61,10 +62,12 @@ class Case:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one call returned (``value``) or raised (``error``, as 'Type: message')."""
+    """What one call returned (``value``) or raised (``error``, as 'Type: message'), and
+    which input tensor, if any, the call changed in place (``changed_input``)."""
 
     value: Any = None
     error: str | None = None
+    changed_input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,36 @@ def call(fn: Callable, case: Case) -> Outcome:
     args, kwargs = case.fresh_inputs()
     try:
         with torch.no_grad():
-            return Outcome(value=fn(*args, **kwargs))
+            value = fn(*args, **kwargs)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the student's code may raise anything
         return Outcome(error=f"{type(exc).__name__}: {exc}")
+    return Outcome(value=value, changed_input=_changed_input(fn, case, args, kwargs))
+
+
+def _changed_input(fn: Callable, case: Case, args: tuple, kwargs: dict) -> str | None:
+    """The name of the first input tensor that no longer equals the case's, or None."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        names = []
+    pairs = [
+        (names[i] if i < len(names) else f"number {i + 1}", after, before)
+        for i, (after, before) in enumerate(zip(args, case.args))
+    ]
+    pairs += [(key, kwargs[key], case.kwargs[key]) for key in case.kwargs]
+    for name, after, before in pairs:
+        if isinstance(before, torch.Tensor) and not _same_tensor(after, before):
+            return name
+    return None
+
+
+def _same_tensor(a, b: torch.Tensor) -> bool:
+    """Equal shape, dtype and entries, NaN equal to NaN."""
+    if not isinstance(a, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if b.is_floating_point() or b.is_complex():
+        return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+    return torch.equal(a, b)
 
 
 def split_result(task: Task, value) -> list[Any]:
@@ -198,6 +228,12 @@ def compare(
         raise RuntimeError(f"reference of {task.name} failed: {expected.error}")
     if got.error is not None:
         return f"your function raised {got.error}"
+    if got.changed_input is not None:
+        return (
+            f"your function changed its input {got.changed_input!r} in place (with an "
+            "operation such as -=, masked_fill_ or an assignment into a slice). Leave the "
+            "inputs as they are: compute into new tensors (x = x - m instead of x -= m)."
+        )
     try:
         parts = split_result(task, got.value)
     except AssertionError as exc:

@@ -42,6 +42,13 @@ def _cases(seed: int, salt: int) -> list[Case]:
         Case("float32 inputs", (mk.randn(gen, 4, 5, dtype=torch.float32),), {"dim": -1}),
         Case("batch and heads (2, 2, 3, 4), dim=-2", (mk.randn(gen, 2, 2, 3, 4),), {"dim": -2}, visible=False),
         Case("huge batched logits", (mk.randn(gen, 2, 3, 4, scale=500.0),), {"dim": 1}, visible=False),
+        Case(
+            "one outlier (shifting by the mean still overflows)",
+            (mk.tensor([[0.0, 0.0, 0.0, 1000.0], [3.0, -1.0, 2.0, 0.5]]),),
+            {"dim": -1},
+            visible=False,
+        ),
+        Case("a single row (1, 5): the row axis stays", (mk.randn(gen, 1, 5, scale=2.0),), {"dim": -1}, visible=False),
     ]
 
 

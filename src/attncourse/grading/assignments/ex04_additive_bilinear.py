@@ -102,6 +102,11 @@ def _bilinear_scores_cases(seed: int) -> list[Case]:
             (mk.randn(gen, 2, 3, 4, 5), mk.randn(gen, 2, 3, 7, 3), mk.randn(gen, 5, 3)),
             visible=False,
         ),
+        Case(
+            "one query (1, 3): the query axis stays",
+            (mk.randn(gen, 1, 3), mk.randn(gen, 4, 2), mk.randn(gen, 3, 2)),
+            visible=False,
+        ),
     ]
 
 
@@ -142,6 +147,11 @@ def _additive_attention_cases(seed: int) -> list[Case]:
         Case(
             "large hidden size, H=64",
             qkv(2, L=5, S=3, d_q=4, d_k=4, d_v=2) + _additive_weights(gen, 64, 4, 4),
+            visible=False,
+        ),
+        Case(
+            "one query: the query axis stays",
+            qkv(L=1, S=4, d_q=3, d_k=2, d_v=2) + _additive_weights(gen, 3, 3, 2),
             visible=False,
         ),
     ]

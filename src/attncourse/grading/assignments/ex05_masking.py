@@ -12,6 +12,8 @@ contain a fully masked row and n_q != n_k; one case is float16, where -1e9 overf
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ... import functional, masks
@@ -49,8 +51,10 @@ def _causal_cases(seed: int) -> list[Case]:
         Case("n_q=1, n_k=6, bottom_right (one new token, a cache of 5)", (1, 6), {"alignment": "bottom_right"}),
         Case("n_q=6, n_k=1, top_left", (6, 1), {"alignment": "top_left"}),
         Case("n_q=2, n_k=7, default alignment", (2, 7)),
+        Case("an unknown alignment, 'bottom'", (4, 6), {"alignment": "bottom"}, raises=ValueError),
+        Case("an unknown alignment, 'top_right'", (4, 6), {"alignment": "top_right"}, raises=ValueError),
     ]
-    return cases + [Case(c.name, c.args, c.kwargs, visible=False) for c in hidden]
+    return cases + [dataclasses.replace(c, visible=False) for c in hidden]
 
 
 def _scores_and_mask(gen, shape, dead_rows, dtype=torch.float64, scale=1.0):
@@ -94,6 +98,11 @@ def _softmax_cases(seed: int) -> list[Case]:
         Case(
             "bfloat16 scores",
             _scores_and_mask(gen, (3, 5), dead_rows=[1], dtype=torch.bfloat16),
+            visible=False,
+        ),
+        Case(
+            "allowed scores far below a masked one: -2e4, -3e4 and (masked) 5e4",
+            (mk.tensor([[-2e4, -3e4, 5e4], [1.0, 2.0, 3.0]]), torch.tensor([[True, True, False], [True, False, True]])),
             visible=False,
         ),
     ]

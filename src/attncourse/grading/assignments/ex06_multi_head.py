@@ -141,6 +141,11 @@ def _module_cases(seed: int) -> list[Case]:
         Case("one head", inputs(1, 2, 3, 4, 6), visible=False),
         Case("causal self-attention mask, 4 heads", inputs(4, 3, 4, 4, 8), {"attn_mask": causal}, visible=False),
         Case("one query, 8 heads", inputs(8, 2, 1, 6, 16), visible=False),
+        Case(
+            "huge inputs (scale 30): scores beyond the range of exp",
+            inputs(2, 2, 3, 4, 4, scale=30.0),
+            visible=False,
+        ),
     ]
 
 

@@ -47,20 +47,35 @@ def build_encoder_layer(nhead: int, layer_seed: int, d_model: int, dtype, norm_f
     return layer.to(dtype).eval()
 
 
-def _hooks_left(layer: nn.Module) -> list[str]:
-    """Names of modules of ``layer`` that still carry forward hooks or pre-hooks."""
+def _hooks_left(layer: nn.Module, keep: frozenset[int] = frozenset()) -> list[str]:
+    """Names of modules of ``layer`` that still carry forward hooks or pre-hooks, other
+    than the hooks whose ids are in ``keep``."""
     return [
         name or "layer"
         for name, module in layer.named_modules()
-        if module._forward_hooks or module._forward_pre_hooks
+        if set(module._forward_hooks) - keep or set(module._forward_pre_hooks) - keep
     ]
+
+
+def _observer_hook(module, args, output) -> None:
+    """A hook of the layer's owner, registered before the student's function runs."""
+
+
+def _patched_modules(layer: nn.Module) -> list[str]:
+    """Modules of ``layer`` whose ``forward`` was replaced on the instance."""
+    return [name or "layer" for name, module in layer.named_modules() if "forward" in vars(module)]
 
 
 class CaptureUnderTest:
     """A capture function ``fn(layer, x)``, called like the task's reference.
 
-    It builds the seeded layer, calls ``fn``, and turns the two silent failures into
-    errors: no weights at all (``None``) and hooks left on the layer.
+    It builds the seeded layer, calls ``fn``, and turns the silent failures into errors:
+    no weights at all (``None``), and a layer or torch left other than they were found,
+    also when the call fails. Case options: ``fast_path_before`` (the fast-path setting
+    before the call, to be restored), ``own_hook`` (the layer already carries a forward
+    hook of its owner, which must survive), ``d_model`` (a layer width other than x's,
+    so that the call fails; then the result is an empty tensor if the layer was left
+    clean).
     """
 
     def __init__(self, capture_fn):
@@ -68,21 +83,62 @@ class CaptureUnderTest:
         self.__name__ = getattr(capture_fn, "__name__", "capture_self_attention")
         self.__globals__ = getattr(capture_fn, "__globals__", None)
 
-    def __call__(self, nhead, layer_seed, x, norm_first=False):
-        layer = build_encoder_layer(nhead, layer_seed, x.shape[-1], x.dtype, norm_first)
-        weights = self.capture_fn(layer, x)
+    def __call__(self, nhead, layer_seed, x, norm_first=False, *, fast_path_before=True, own_hook=False, d_model=None):
+        layer = build_encoder_layer(nhead, layer_seed, d_model or x.shape[-1], x.dtype, norm_first)
+        owner = layer.self_attn.register_forward_hook(_observer_hook) if own_hook else None
+        saved = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(fast_path_before)
+        failure = None
+        try:
+            try:
+                weights = self.capture_fn(layer, x)
+            except Exception as exc:  # noqa: BLE001 - expected only when the case makes it fail
+                if d_model is None:
+                    raise
+                failure = exc
+            fast_path_after = torch.backends.mha.get_fastpath_enabled()
+        finally:
+            torch.backends.mha.set_fastpath_enabled(saved)
+        when = "after the call failed" if failure is not None else "after the function returned"
+        _check_left_clean(layer, owner, fast_path_before, fast_path_after, when)
+        if failure is not None:
+            return torch.zeros(0, dtype=x.dtype)  # failed, and left everything as found
         if weights is None:
             raise TypeError(
                 "the captured weights are None: the hook saw no weights, because the "
                 "encoder layer calls self_attn with need_weights=False"
             )
-        left = _hooks_left(layer)
-        if left:
-            raise AssertionError(
-                f"hooks are still registered on {left} after the function returned: "
-                "keep the handle that register_forward_hook returns and call handle.remove()"
-            )
         return weights
+
+
+def _check_left_clean(layer, owner, fast_path_before: bool, fast_path_after: bool, when: str) -> None:
+    """Raise AssertionError when the student's function left the layer or torch changed."""
+    keep = frozenset() if owner is None else frozenset({owner.id})
+    left = _hooks_left(layer, keep)
+    if left:
+        raise AssertionError(
+            f"hooks are still registered on {left} {when}: keep the handle that "
+            "register_forward_hook returns and call handle.remove() (in a finally: block, "
+            "so that it also happens when the call fails)"
+        )
+    if owner is not None and owner.id not in layer.self_attn._forward_hooks:
+        raise AssertionError(
+            f"a forward hook that was on layer.self_attn before your function ran is gone {when}: "
+            "remove only your own hooks, through their handles, not by clearing the hook "
+            "dictionaries"
+        )
+    patched = _patched_modules(layer)
+    if patched:
+        raise AssertionError(
+            f"forward is still replaced on {patched} {when}: capture with hooks, or put the "
+            "original method back in a finally: block"
+        )
+    if fast_path_after != fast_path_before:
+        raise AssertionError(
+            f"the fast-path setting was {fast_path_before} before your function ran and "
+            f"{fast_path_after} {when}: save torch.backends.mha.get_fastpath_enabled() first "
+            "and restore that value in a finally: block"
+        )
 
 
 def adapt_capture(student_object):
@@ -107,6 +163,24 @@ def _capture_cases(seed: int) -> list[Case]:
             "pre-norm, 4 heads, B=1, n=7",
             (4, layer_seed + 5, mk.randn(gen, 1, 7, 12, scale=2.0)),
             {"norm_first": True},
+            visible=False,
+        ),
+        Case(
+            "the fast path was off before the call (it must stay off)",
+            (2, layer_seed + 6, mk.randn(gen, 2, 4, 8)),
+            {"fast_path_before": False},
+            visible=False,
+        ),
+        Case(
+            "the layer already carries a forward hook of its own (it must stay)",
+            (2, layer_seed + 7, mk.randn(gen, 1, 5, 8)),
+            {"own_hook": True},
+            visible=False,
+        ),
+        Case(
+            "x of width 6 for a layer of width 8: the call fails, the layer must be left clean",
+            (2, layer_seed + 8, mk.randn(gen, 1, 3, 6)),
+            {"d_model": 8},
             visible=False,
         ),
     ]
@@ -155,15 +229,26 @@ class PlotUnderTest:
         from matplotlib.axes import Axes
         from matplotlib.figure import Figure
 
-        drawn = self.plot_fn(weights, list(query_tokens), list(key_tokens))
-        if isinstance(drawn, Figure) and drawn.axes:
-            drawn = drawn.axes[0]
-        if not isinstance(drawn, Axes):
-            raise TypeError(f"the function must return the matplotlib Axes it drew on, got {type(drawn).__name__}")
+        # Someone's figure is open and current: the heatmap must go on a new one.
+        other_figure, other_axes = plt.subplots()
+        other_axes.imshow(np.zeros((2, 2)))
         try:
-            return _read_heatmap(drawn, tuple(weights.shape), list(query_tokens), list(key_tokens))
+            drawn = self.plot_fn(weights, list(query_tokens), list(key_tokens))
+            if isinstance(drawn, Figure) and drawn.axes:
+                drawn = drawn.axes[0]
+            if not isinstance(drawn, Axes):
+                raise TypeError(f"the function must return the matplotlib Axes it drew on, got {type(drawn).__name__}")
+            if drawn.figure is other_figure:
+                raise AssertionError(
+                    "the heatmap went onto the figure that was current before the call, which "
+                    "already held another plot: draw on a new figure (fig, ax = plt.subplots())"
+                )
+            try:
+                return _read_heatmap(drawn, tuple(weights.shape), list(query_tokens), list(key_tokens))
+            finally:
+                plt.close(drawn.figure)
         finally:
-            plt.close(drawn.figure)
+            plt.close(other_figure)
 
 
 def adapt_plot(student_object):

@@ -49,6 +49,16 @@ def _softmax_cases(seed: int) -> list[Case]:
         Case("blocks of one column", (mk.randn(gen, 2, 5, scale=2.0), 1), visible=False),
         Case("large scores (2, 12), blocks of 5", (mk.randn(gen, 2, 12, scale=300.0), 5), visible=False),
         Case("batch and heads (2, 2, 3, 11), blocks of 4", (mk.randn(gen, 2, 2, 3, 11), 4), visible=False),
+        Case(
+            "every score near -800 (a running maximum started at 0 underflows)",
+            (mk.randn(gen, 3, 10) - 800.0, 4),
+            visible=False,
+        ),
+        Case(
+            "rows far apart, blocks of 2 (a maximum shared by all rows underflows)",
+            (mk.tensor([[0.0, 1.0, 2.0, 3.0, 4.0], [-800.0, -801.0, -799.0, -802.0, -800.0]]), 2),
+            visible=False,
+        ),
     ]
 
 
@@ -75,6 +85,11 @@ def _attention_cases(seed: int) -> list[Case]:
         Case("one block holds every key", (*qkv(S=6), 6), visible=False),
         Case("blocks of one key", (*qkv(S=5), 1), visible=False),
         Case("more queries than keys", (*qkv(L=7, S=4), 3), visible=False),
+        Case(
+            "scores -800, -1000, -900 (a running maximum started at 0 underflows)",
+            (mk.tensor([[-20.0]]), mk.tensor([[40.0], [50.0], [45.0]]), mk.tensor([[1.0], [2.0], [3.0]]), 2),
+            visible=False,
+        ),
     ]
 
 
