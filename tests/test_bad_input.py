@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,8 @@ CATALOGUE = [
     Bad("softmax-dim", lambda: AF.masked_softmax(t(3, 5), dim=2), ValueError, "dim", "2"),
     # -- grouped-query attention -----------------------------------------------------------
     Bad("gqa-heads-not-dividing", lambda: AF.scaled_dot_product_attention(t(1, 3, 2, 4), t(1, 2, 5, 4), t(1, 2, 5, 4), enable_gqa=True), ValueError, "query", "3"),
+    Bad("gqa-zero-kv-heads", lambda: AF.scaled_dot_product_attention(t(2, 3, 4), t(0, 5, 4), t(0, 5, 4), enable_gqa=True), ValueError, "key", "(0, 5, 4)"),
+    Bad("causal-numpy-bool", sdpa(is_causal=np.bool_(True)), TypeError, "is_causal", "numpy.bool"),
     Bad("gqa-without-head-dim", lambda: AF.scaled_dot_product_attention(t(3, 4), t(5, 4), t(5, 4), enable_gqa=True), ValueError, "query", "(3, 4)"),
     Bad("module-kv-heads-not-dividing", lambda: MultiHeadAttention(12, 4, num_kv_heads=3), ValueError, "num_kv_heads", "num_kv_heads=3"),
     # -- dtypes and devices that do not match ------------------------------------------------

@@ -439,3 +439,13 @@ def test_library_sdpa_runs_on_fused_kernels(dtype, is_causal, device):
     assert (got.double() - reference).abs().max().item() <= allowed
     blockwise = blockwise_attention(*low, is_causal=is_causal)  # computed in float32
     assert (blockwise.double() - reference).abs().max().item() <= allowed
+
+
+def test_nan_in_the_inputs_stays_nan_and_is_not_mistaken_for_an_empty_row(device):
+    # A row that saw no key gives zeros; a NaN must not look like one (torch gives NaN).
+    gen = seeded(93)
+    q, k, v = randn(1, 2, 4, gen=gen, device=device), randn(1, 3, 4, gen=gen, device=device), randn(1, 3, 4, gen=gen, device=device)
+    q[0, 0, 0] = float("nan")
+    output = blockwise_attention(q, k, v, block_size=(1, 2))
+    assert output[0, 0].isnan().all()
+    assert_close_policy(output[0, 1], F.scaled_dot_product_attention(q, k, v)[0, 1])

@@ -307,3 +307,43 @@ def test_outputs_keep_input_dtype_and_device(dtype, device):
     for result in results:
         assert result.dtype == dtype
         assert result.device.type == device.type
+
+
+# ---------------------------------------------------------------------------------------
+# Edge cases found by differential fuzzing against torch
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("L, S", [(0, 5), (3, 0), (0, 0)])
+def test_causal_with_no_queries_or_no_keys_matches_torch(L, S, device):
+    gen = seeded(91)
+    q, k, v = randn(2, L, 4, gen=gen, device=device), randn(2, S, 4, gen=gen, device=device), randn(2, S, 3, gen=gen, device=device)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True).nan_to_num(0.0)
+    output, weights = AF.scaled_dot_product_attention(q, k, v, is_causal=True, return_weights=True)
+    assert output.shape == expected.shape == (2, L, 3) and weights.shape == (2, L, S)
+    if S == 0:  # no keys: nothing to average, a zero output
+        assert torch.equal(output, torch.zeros_like(output))
+    assert_close_policy(AF.scaled_dot_product_attention(q, k, v, is_causal=True), expected)
+
+
+@pytest.mark.parametrize("mask", [torch.tensor([True, False, True]), torch.tensor(True)], ids=["1-d", "0-d"])
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_masks_of_fewer_than_two_dims_broadcast_with_4d_inputs(mask, return_weights, device):
+    gen = seeded(92)
+    q, k, v = (randn(2, 2, 3, 4, gen=gen, device=device) for _ in range(3))
+    mask = mask.to(device)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.expand(3, 3))
+    result = AF.scaled_dot_product_attention(q, k, v, attn_mask=mask, return_weights=return_weights)
+    assert_close_policy(result[0] if return_weights else result, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_weights_path_computes_half_precision_scores_in_float32(dtype, device):
+    # Scores of 256 * 256 * 4 = 262144 overflow float16 (largest 65504) unless computed in
+    # float32, as torch's kernels do.
+    q = torch.full((1, 1, 4), 256.0, dtype=dtype, device=device)
+    v = torch.ones(1, 1, 2, dtype=dtype, device=device)
+    output, weights = AF.scaled_dot_product_attention(q, q, v, return_weights=True)
+    assert output.dtype == weights.dtype == dtype
+    assert torch.equal(output, F.scaled_dot_product_attention(q, q, v))
+    assert torch.equal(weights, torch.ones_like(weights))

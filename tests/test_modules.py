@@ -281,3 +281,14 @@ def test_additive_attention_module_defaults_to_self_attention():
     assert torch.equal(output, explicit) and torch.equal(weights, explicit_weights)
     assert layer(x)[1] is None
     assert_close_policy(weights.sum(-1), torch.ones(2, 5, dtype=torch.float64))
+
+
+def test_causal_with_key_padding_and_no_keys_gives_zeros(device):
+    layer = MultiHeadAttention(4, 2).to(device)
+    query = torch.randn(1, 3, 4, device=device)
+    no_keys = torch.randn(1, 0, 4, device=device)
+    padding = torch.ones(1, 0, dtype=torch.bool, device=device)
+    output, _ = layer(query, no_keys, key_padding=padding, is_causal=True)
+    expected, _ = layer(query, no_keys, key_padding=padding)
+    assert output.shape == (1, 3, 4)
+    torch.testing.assert_close(output, expected)

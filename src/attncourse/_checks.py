@@ -115,9 +115,15 @@ def check_mask(
     return mask
 
 
+def type_name(value: object) -> str:
+    """The type of ``value`` for messages: ``int``, or ``numpy.bool`` for other modules."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def require_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a Python bool, got {type_name(value)}")
     return value
 
 

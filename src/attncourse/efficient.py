@@ -149,7 +149,8 @@ def _forward_query_block(q_block, key, value_and_ones, spec, q_span, key_block):
         acc.mul_(correction).add_(unnormalised @ v_block)  # (..., Bq, Bk) @ (..., Bk, Ev + 1)
         running_max = new_max
     running_sum = acc[..., -1:]  # l: (..., Bq, 1)
-    seen_any = running_sum > 0  # (..., Bq, 1)
+    # A row saw no key when its maximum is still -inf. (Not "l > 0": a NaN must stay NaN.)
+    seen_any = running_max != float("-inf")  # (..., Bq, 1)
     output = torch.where(seen_any, acc[..., :-1] / torch.where(seen_any, running_sum, 1.0), 0.0)
     log_sum_exp = torch.where(
         seen_any, _safe_max(running_max) + torch.log(running_sum), float("-inf")

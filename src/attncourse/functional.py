@@ -285,6 +285,11 @@ def _check_attention_inputs(
             f"(..., Hkv, S, E), got query {tuple(query.shape)} and key {tuple(key.shape)}"
         )
     q_heads, kv_heads = query.shape[-3], key.shape[-3]
+    if kv_heads == 0:
+        raise ValueError(
+            "with enable_gqa=True key and value need at least one head (dimension -3), got "
+            f"key {tuple(key.shape)}"
+        )
     if q_heads % kv_heads != 0:
         raise ValueError(
             f"with enable_gqa=True the number of query heads ({q_heads}, dimension -3 of "
@@ -301,9 +306,9 @@ def _combined_mask(
 
     A top-left causal mask does whenever there is a key: query i keeps keys 0..i.
     """
-    if is_causal:
-        return causal_mask(L, S, device=device), S > 0  # (L, S), top-left aligned
-    return attn_mask, False
+    if is_causal and L > 0 and S > 0:
+        return causal_mask(L, S, device=device), True  # (L, S), top-left aligned
+    return attn_mask, False  # (with no queries or no keys there is nothing to mask)
 
 
 def _check_mask_args(
@@ -371,8 +376,16 @@ def scaled_dot_product_attention(
     give zero weights and a zero output.
 
     Without ``return_weights`` the work goes to torch's fused kernel. With it, the weights
-    are computed explicitly and returned; with dropout they are the weights actually
-    applied to the values (after dropout), as ``nn.MultiheadAttention`` returns them.
+    are computed explicitly and returned (float16 and bfloat16 inputs are computed in
+    float32 and cast back, as torch's kernels do); with dropout they are the weights
+    actually applied to the values (after dropout), as ``nn.MultiheadAttention`` returns
+    them.
+
+    Stricter than torch, on purpose (each raises a ValueError or TypeError that says
+    why): ``scale`` must be a positive finite Python number; ``dropout_p`` must be below 1;
+    a floating mask must have the query's dtype; key and value must have the same batch
+    dimensions; a mask may not enlarge the batch; ``is_causal`` with ``attn_mask`` is
+    refused for every input rank (torch refuses it only for some).
 
     Args:
         query: (..., L, E), or (..., Hq, L, E) with GQA.
@@ -397,6 +410,8 @@ def scaled_dot_product_attention(
     scale = _checks.check_scale(scale)
 
     if not return_weights:
+        if attn_mask is not None and attn_mask.dim() < 2:  # torch's 4-d kernels want 2 dims
+            attn_mask = attn_mask.reshape((1,) * (2 - attn_mask.dim()) + tuple(attn_mask.shape))
         return F.scaled_dot_product_attention(
             query,
             key,
@@ -411,9 +426,12 @@ def scaled_dot_product_attention(
     if enable_gqa:
         key = _repeat_kv_heads(key, query.shape[-3])  # (..., Hq, S, E)
         value = _repeat_kv_heads(value, query.shape[-3])  # (..., Hq, S, Ev)
-    scores = _dot(query * _default_scale(query, scale), key)  # (..., L, S)
+    # Half precision is computed in float32, as torch's kernels do, and cast back.
+    compute = torch.float32 if query.dtype in _LOW_PRECISION else query.dtype
+    scores = _dot(query.to(compute) * _default_scale(query, scale), key.to(compute))  # (..., L, S)
     mask, every_row_keeps = _combined_mask(attn_mask, is_causal, L, S, query.device)
-    return _weights_and_output(scores, value, mask, dropout_p, every_row_keeps)
+    output, weights = _weights_and_output(scores, value.to(compute), mask, dropout_p, every_row_keeps)
+    return output.to(query.dtype), weights.to(query.dtype)
 
 
 def dot_product_attention(

@@ -280,7 +280,9 @@ class MultiHeadAttention(nn.Module):
         B, L, S = query.shape[0], query.shape[1], key.shape[1]
         mask = self._head_mask(attn_mask, key_padding, B, L, S, query)
         if is_causal and mask is not None:  # causal together with key padding
-            mask, is_causal = merge_masks(causal_mask(L, S, device=query.device), mask), False
+            if L > 0 and S > 0:  # (with no queries or no keys there is nothing to mask)
+                mask = merge_masks(causal_mask(L, S, device=query.device), mask)
+            is_causal = False
 
         # 1. Project and split into heads.
         q, k, v = self._project(query, key, value)  # (B, L, d_model), (B, S, d_kv) x 2
