@@ -347,3 +347,19 @@ def test_weights_path_computes_half_precision_scores_in_float32(dtype, device):
     assert output.dtype == weights.dtype == dtype
     assert torch.equal(output, F.scaled_dot_product_attention(q, q, v))
     assert torch.equal(weights, torch.ones_like(weights))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_general_and_additive_attention_compute_half_precision_in_float32(dtype, device):
+    # General scores of 256 * 256 * 4 = 262144 overflow float16; the additive hidden layer
+    # of 300 * 300 = 90000 does too, before tanh. In float32 both are finite.
+    q = torch.full((1, 2, 4), 256.0, dtype=dtype, device=device)
+    v = torch.arange(4.0, device=device).reshape(2, 2).to(dtype)[None]  # (1, 2, 2)
+    W = torch.eye(4, dtype=dtype, device=device)
+    output, weights = AF.general_attention(q, q, v, W, return_weights=True)
+    assert output.dtype == weights.dtype == dtype
+    assert torch.equal(weights, torch.full_like(weights, 0.5))  # equal scores, uniform weights
+    W_big = torch.full((3, 4), 300.0, dtype=dtype, device=device)
+    w_v = torch.ones(3, dtype=dtype, device=device)
+    output, weights = AF.additive_attention(q, q, v, W_big, W_big, w_v, return_weights=True)
+    assert output.isfinite().all() and torch.equal(weights, torch.full_like(weights, 0.5))

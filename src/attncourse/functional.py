@@ -41,6 +41,11 @@ __all__ = [
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to compute in: float32 for half-precision inputs, as torch's kernels do."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
 # ---------------------------------------------------------------------------------------
 # The masked softmax
 # ---------------------------------------------------------------------------------------
@@ -64,7 +69,7 @@ def _softmax_kept(
     more, so the mask is applied in place: at (B, h, L, S) that saves allocating, and
     touching, a second tensor as large as the scores.
     """
-    compute_dtype = torch.float32 if scores.dtype in _LOW_PRECISION else scores.dtype
+    compute_dtype = _compute_dtype(scores.dtype)
     scores = scores.to(compute_dtype)
     if mask is None or scores.shape[dim] == 0:  # nothing to mask, or no keys at all
         return torch.softmax(scores, dim=dim)
@@ -426,12 +431,9 @@ def scaled_dot_product_attention(
     if enable_gqa:
         key = _repeat_kv_heads(key, query.shape[-3])  # (..., Hq, S, E)
         value = _repeat_kv_heads(value, query.shape[-3])  # (..., Hq, S, Ev)
-    # Half precision is computed in float32, as torch's kernels do, and cast back.
-    compute = torch.float32 if query.dtype in _LOW_PRECISION else query.dtype
+    compute = _compute_dtype(query.dtype)
     scores = _dot(query.to(compute) * _default_scale(query, scale), key.to(compute))  # (..., L, S)
-    mask, every_row_keeps = _combined_mask(attn_mask, is_causal, L, S, query.device)
-    output, weights = _weights_and_output(scores, value.to(compute), mask, dropout_p, every_row_keeps)
-    return output.to(query.dtype), weights.to(query.dtype)
+    return _attention_from_scores(scores, value, attn_mask, is_causal, True, dropout_p)
 
 
 def dot_product_attention(
@@ -462,10 +464,16 @@ def dot_product_attention(
     )
 
 
-def _attention_from_scores(scores, value, attn_mask, is_causal, return_weights):
+def _attention_from_scores(scores, value, attn_mask, is_causal, return_weights, dropout_p=0.0):
+    """Mask, softmax, optional dropout and weighted sum, for scores (..., L, S) that the
+    caller just computed in ``_compute_dtype`` of the inputs (float32 for half precision);
+    the results come back in the dtype of ``value`` (..., S, Ev)."""
     L, S = scores.shape[-2], scores.shape[-1]
     mask, every_row_keeps = _combined_mask(attn_mask, is_causal, L, S, scores.device)
-    output, weights = _weights_and_output(scores, value, mask, 0.0, every_row_keeps)
+    output, weights = _weights_and_output(
+        scores, value.to(scores.dtype), mask, dropout_p, every_row_keeps
+    )
+    output, weights = output.to(value.dtype), weights.to(value.dtype)
     return (output, weights) if return_weights else output
 
 
@@ -497,7 +505,8 @@ def general_attention(
     batch = _check_attention_inputs(query, key, value, same_size=False)
     _check_weight("W", W, (query.shape[-1], key.shape[-1]), query)
     _check_mask_args(attn_mask, is_causal, batch, query.shape[-2], key.shape[-2], query)
-    scores = _bilinear(query, key, W)  # (..., L, S)
+    compute = _compute_dtype(query.dtype)
+    scores = _bilinear(query.to(compute), key.to(compute), W.to(compute))  # (..., L, S)
     return _attention_from_scores(scores, value, attn_mask, is_causal, return_weights)
 
 
@@ -533,5 +542,7 @@ def additive_attention(
     batch = _check_attention_inputs(query, key, value, same_size=False)
     _check_additive_weights(W_q, W_k, w_v, query, key)
     _check_mask_args(attn_mask, is_causal, batch, query.shape[-2], key.shape[-2], query)
-    scores = _additive(query, key, W_q, W_k, w_v)  # (..., L, S)
+    compute = _compute_dtype(query.dtype)
+    q, k, W_q, W_k, w_v = (t.to(compute) for t in (query, key, W_q, W_k, w_v))
+    scores = _additive(q, k, W_q, W_k, w_v)  # (..., L, S)
     return _attention_from_scores(scores, value, attn_mask, is_causal, return_weights)
