@@ -72,7 +72,7 @@ def softmax_min_shift(x, dim=-1):
 
 
 # Handles another dim with x.T, which swaps the two axes of a matrix only: wrong for 3-d
-# and 4-d tensors. (visible: passes)
+# and 4-d tensors.
 @wrong("stable_softmax")
 def softmax_other_dim_by_T(x, dim=-1):
     if dim not in (-1, x.dim() - 1):
@@ -81,7 +81,7 @@ def softmax_other_dim_by_T(x, dim=-1):
     return exps / exps.sum(dim=-1, keepdim=True)
 
 
-# Treats every negative dim as the last one (right for -1 only). (visible: passes)
+# Treats every negative dim as the last one (right for -1 only).
 @wrong("stable_softmax")
 def softmax_negative_dim_is_last(x, dim=-1):
     if dim < 0:
@@ -120,7 +120,7 @@ def lse_mean_shift(x, dim=-1):
     return (m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
 
 
-# Treats every negative dim as the last one. (visible: passes)
+# Treats every negative dim as the last one.
 @wrong("log_sum_exp")
 def lse_negative_dim_is_last(x, dim=-1):
     if dim < 0:
@@ -129,7 +129,7 @@ def lse_negative_dim_is_last(x, dim=-1):
     return (m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
 
 
-# Handles another dim with x.T (a matrix-only transpose). (visible: passes)
+# Handles another dim with x.T (a matrix-only transpose).
 @wrong("log_sum_exp")
 def lse_other_dim_by_T(x, dim=-1):
     if dim not in (-1, x.dim() - 1):
@@ -158,13 +158,12 @@ def lse_in_place(x, dim=-1):
 
 
 # transpose(1, 2) is the last two axes of a 3-d key only: 4-d (batch, heads) fails.
-# (visible: passes)
 @wrong("dot_scores")
 def dot_scores_transpose_1_2(query, key):
     return query @ (key.transpose(1, 2) if key.dim() > 2 else key.T)
 
 
-# einsum written for 2-d and 3-d inputs only. (visible: passes)
+# einsum written for 2-d and 3-d inputs only.
 @wrong("dot_scores")
 def dot_scores_einsum_up_to_3d(query, key):
     if query.dim() == 2:
@@ -172,7 +171,7 @@ def dot_scores_einsum_up_to_3d(query, key):
     return torch.einsum("bqd,bkd->bqk", query, key)
 
 
-# Folds the batch axes for bmm but unfolds them as one batch axis. (visible: passes)
+# Folds the batch axes for bmm but unfolds them as one batch axis.
 @wrong("dot_scores")
 def dot_scores_bmm_one_batch_axis(query, key):
     q3, k3 = query.reshape(-1, *query.shape[-2:]), key.reshape(-1, *key.shape[-2:])
@@ -219,7 +218,7 @@ def dpa_softmax_dim_1(query, key, value):
     return weights @ value, weights
 
 
-# transpose(1, 2) for batched keys: wrong with batch and heads. (visible: passes)
+# transpose(1, 2) for batched keys: wrong with batch and heads.
 @wrong("dot_product_attention")
 def dpa_transpose_1_2(query, key, value):
     keys_t = key.transpose(1, 2) if key.dim() > 2 else key.T
@@ -270,7 +269,7 @@ def scaled_scores_by_n_k(query, key):
     return query @ key.transpose(-2, -1) / math.sqrt(key.shape[-2])
 
 
-# transpose(1, 2) for 3-d keys, .T otherwise: 4-d inputs fail. (visible: passes)
+# transpose(1, 2) for 3-d keys, .T otherwise: 4-d inputs fail.
 @wrong("scaled_dot_scores")
 def scaled_scores_up_to_3d(query, key):
     keys_t = key.transpose(1, 2) if key.dim() == 3 else key.T
@@ -302,7 +301,7 @@ def sdpa_float32_min_fill(query, key, value, attn_mask=None):
 
 
 # scores[~attn_mask] = -inf needs a mask of the scores' full shape: a broadcast mask
-# fails. (visible: passes)
+# fails.
 @wrong("scaled_dot_product_attention")
 def sdpa_boolean_index(query, key, value, attn_mask=None):
     scores = _scaled_scores(query, key)
@@ -312,7 +311,7 @@ def sdpa_boolean_index(query, key, value, attn_mask=None):
     return weights @ value, weights
 
 
-# attn_mask.view(scores.shape): a broadcastable mask cannot be viewed so. (visible: passes)
+# attn_mask.view(scores.shape): a broadcastable mask cannot be viewed so.
 @wrong("scaled_dot_product_attention")
 def sdpa_mask_viewed_as_scores(query, key, value, attn_mask=None):
     scores = _scaled_scores(query, key)
@@ -337,6 +336,7 @@ def sdpa_first_dead_row_only(query, key, value, attn_mask=None):
 
 # Masked softmax by hand without the maximum: exp(scores) * mask overflows for large
 # scores, and a row whose allowed exps underflow is taken for fully masked.
+# (visible: passes)
 @wrong("scaled_dot_product_attention")
 def sdpa_exp_times_mask(query, key, value, attn_mask=None):
     exps = torch.exp(_scaled_scores(query, key))
@@ -349,6 +349,7 @@ def sdpa_exp_times_mask(query, key, value, attn_mask=None):
 
 # The maximum subtracted is over every key, masked ones included: the allowed exps of a
 # row underflow to 0 when a masked score is far above them, and the row gets zeros.
+# (visible: passes)
 @wrong("scaled_dot_product_attention")
 def sdpa_max_over_masked_keys_too(query, key, value, attn_mask=None):
     scores = _scaled_scores(query, key)
@@ -362,6 +363,7 @@ def sdpa_max_over_masked_keys_too(query, key, value, attn_mask=None):
 
 # Fills with -1e4 ("fits in float16") and zeroes dead rows: a masked key still wins over
 # allowed scores below -1e4; the task asks for -inf, weight exactly 0.
+# (visible: passes)
 @wrong("scaled_dot_product_attention")
 def sdpa_fill_minus_1e4(query, key, value, attn_mask=None):
     scores = _scaled_scores(query, key)
@@ -386,7 +388,7 @@ def additive_squeeze_everything(query, key, W_q, W_k, w_v):
     return (hidden @ w_v.unsqueeze(-1)).squeeze()
 
 
-# Broadcasting written for 2-d and 3-d inputs only. (visible: passes)
+# Broadcasting written for 2-d and 3-d inputs only.
 @wrong("additive_scores")
 def additive_up_to_3d(query, key, W_q, W_k, w_v):
     projected_q, projected_k = query @ W_q.T, key @ W_k.T
@@ -418,7 +420,7 @@ def additive_W_times_x_with_T(query, key, W_q, W_k, w_v):
     return torch.tanh(projected_q.unsqueeze(-2) + projected_k.unsqueeze(-3)) @ w_v
 
 
-# bmm for batched inputs: one batch axis only. (visible: passes)
+# bmm for batched inputs: one batch axis only.
 @wrong("bilinear_scores")
 def bilinear_bmm_up_to_3d(query, key, W):
     if query.dim() == 2:
@@ -438,7 +440,7 @@ def bilinear_scaled(query, key, W):
     return query @ W @ key.transpose(-2, -1) / math.sqrt(key.shape[-1])
 
 
-# transpose(1, 2) for batched keys: 4-d inputs fail. (visible: passes)
+# transpose(1, 2) for batched keys: 4-d inputs fail.
 @wrong("bilinear_scores")
 def bilinear_transpose_1_2(query, key, W):
     return query @ W @ (key.transpose(1, 2) if key.dim() > 2 else key.T)
@@ -476,7 +478,7 @@ def additive_attention_softmax_dim_1(query, key, value, W_q, W_k, w_v):
     return weights @ value, weights
 
 
-# Scores broadcast for 2-d and 3-d inputs only. (visible: passes)
+# Scores broadcast for 2-d and 3-d inputs only.
 @wrong("additive_attention")
 def additive_attention_up_to_3d(query, key, value, W_q, W_k, w_v):
     weights = torch.softmax(additive_up_to_3d(query, key, W_q, W_k, w_v), dim=-1)
@@ -737,6 +739,7 @@ class _Layers(nn.Module):
 
 # Softmax by hand without the maximum (mask by multiplying the exps): nan once a score
 # passes 88 in float32.
+# (visible: passes)
 @wrong("multi_head_attention")
 class MHASoftmaxWithoutMax(_Layers):
     def forward(self, query, key, value, attn_mask=None):
@@ -832,6 +835,7 @@ def capture_fast_path_left_off(layer, x):
 
 
 # "Restores" the fast path to True, not to the previous setting.
+# (visible: passes)
 @wrong("capture_self_attention")
 def capture_fast_path_set_true(layer, x):
     maps = []
@@ -851,6 +855,7 @@ def capture_fast_path_set_true(layer, x):
 
 # No try/finally: when the layer's call fails, the hooks stay on it (and the fast path
 # off), where the task says "also when the call fails".
+# (visible: passes)
 @wrong("capture_self_attention")
 def capture_without_finally(layer, x):
     maps = []
@@ -892,6 +897,7 @@ def capture_patched_forward(layer, x):
 
 # Drops the handles and clears every hook dict of self_attn: hooks that were there
 # before the call (not the function's own) are removed too.
+# (visible: passes)
 @wrong("capture_self_attention")
 def capture_clears_all_hooks(layer, x):
     maps = []
@@ -1024,7 +1030,6 @@ def online_max_starts_at_zero(scores, block_size):
 
 # Two passes over the blocks (first the maximum, then the sum): reduces blocks only, but
 # it is the two-pass softmax the task says scores 0, with no running sum rescaled.
-# (visible: passes)
 @wrong("online_softmax")
 def online_two_passes_over_blocks(scores, block_size):
     n = scores.shape[-1]
@@ -1039,7 +1044,6 @@ def online_two_passes_over_blocks(scores, block_size):
 
 # One maximum for the whole tensor, taken on a flattened view (which the audit does not
 # see as a row reduction): not online, and a row far below the others underflows.
-# (visible: passes)
 @wrong("online_softmax")
 def online_flattened_global_max(scores, block_size):
     m = scores.flatten().max()
@@ -1129,7 +1133,7 @@ def blockwise_output_not_rescaled(query, key, value, block_size):
 
 # Two passes over the key blocks (the maxima first, then sum and output against the final
 # maximum): never holds all the scores, but it is not the running, rescaled method the
-# task describes (every score is computed twice). (visible: passes)
+# task describes (every score is computed twice).
 @wrong("blockwise_attention")
 def blockwise_two_passes(query, key, value, block_size):
     scaled_query = query / math.sqrt(query.shape[-1])
@@ -1163,7 +1167,7 @@ def blockwise_output_like_query(query, key, value, block_size):
     return acc / total
 
 
-# Slices the keys on axis 1: the keys of a 3-d input, not of a 4-d one. (visible: passes)
+# Slices the keys on axis 1: the keys of a 3-d input, not of a 4-d one.
 @wrong("blockwise_attention")
 def blockwise_blocks_on_axis_1(query, key, value, block_size):
     scaled_query = query / math.sqrt(query.shape[-1])

@@ -68,7 +68,6 @@ def _additive_scores_cases(seed: int) -> list[Case]:
         Case(
             "batch and heads, (2, 3, ...)",
             (mk.randn(gen, 2, 3, 4, 5), mk.randn(gen, 2, 3, 7, 3)) + _additive_weights(gen, 8, 5, 3),
-            visible=False,
         ),
         Case(
             "one query, one key",
@@ -100,7 +99,6 @@ def _bilinear_scores_cases(seed: int) -> list[Case]:
         Case(
             "batch and heads, (2, 3, ...)",
             (mk.randn(gen, 2, 3, 4, 5), mk.randn(gen, 2, 3, 7, 3), mk.randn(gen, 5, 3)),
-            visible=False,
         ),
         Case(
             "one query (1, 3): the query axis stays",
@@ -142,7 +140,6 @@ def _additive_attention_cases(seed: int) -> list[Case]:
         Case(
             "batch and heads, (2, 3, ...)",
             qkv(2, 3, L=4, S=7, d_q=5, d_k=3, d_v=6) + _additive_weights(gen, 8, 5, 3),
-            visible=False,
         ),
         Case(
             "large hidden size, H=64",

@@ -44,6 +44,7 @@ def _causal_cases(seed: int) -> list[Case]:
         Case("n_q=3, n_k=5, bottom_right", (3, 5), {"alignment": "bottom_right"}),
         Case("n_q=4, n_k=4, bottom_right", (4, 4), {"alignment": "bottom_right"}),
         Case("n_q=5, n_k=3, top_left", (5, 3), {"alignment": "top_left"}),
+        Case("n_q=3, n_k=6, default alignment", (3, 6)),
         Case("an unknown alignment, 'middle'", (3, 5), {"alignment": "middle"}, raises=ValueError),
     ]
     hidden = [
