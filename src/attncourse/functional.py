@@ -73,7 +73,7 @@ def _softmax_kept(
     scores = scores.to(compute_dtype)
     if mask is None or scores.shape[dim] == 0:  # nothing to mask, or no keys at all
         return torch.softmax(scores, dim=dim)
-    in_place = scores_are_scratch and torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
+    in_place = scores_are_scratch and _checks.broadcast_shapes(mask.shape, scores.shape) == tuple(scores.shape)
     if mask.dtype == torch.bool:
         fill = scores.masked_fill_ if in_place else scores.masked_fill
         scores = fill(~mask, float("-inf"))
@@ -433,7 +433,9 @@ def scaled_dot_product_attention(
         value = _repeat_kv_heads(value, query.shape[-3])  # (..., Hq, S, Ev)
     compute = _compute_dtype(query.dtype)
     scores = _dot(query.to(compute) * _default_scale(query, scale), key.to(compute))  # (..., L, S)
-    return _attention_from_scores(scores, value, attn_mask, is_causal, True, dropout_p)
+    return _attention_from_scores(
+        scores, value, attn_mask, is_causal, return_weights=True, dropout_p=dropout_p
+    )
 
 
 def dot_product_attention(

@@ -25,35 +25,6 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 # Reductions whose use over a whole row gives the two-pass method away.
 _ROW_REDUCTIONS = frozenset({"max", "amax", "sum", "nansum", "logsumexp"})
-# A block may be widened by this many columns of carried statistics (max, sum).
-_CARRIED_COLUMNS = 2
-
-
-_MAXIMA = frozenset({"max", "amax"})
-_EXPONENTIALS = frozenset({"exp", "exp_"})
-
-
-def _two_passes(records: Sequence[OpRecord]) -> bool:
-    """True when no maximum is taken after the first exponential: every block's maximum
-    was found before any block was exponentiated, which is a pass of its own."""
-    first_exp = next((i for i, r in enumerate(records) if r.short_name in _EXPONENTIALS), None)
-    if first_exp is None:
-        return False
-    return not any(r.short_name in _MAXIMA and r.is_reduction() for r in records[first_exp:])
-
-
-_TWO_PASSES_MESSAGE = (
-    "your function finds the maximum of every block before it exponentiates any, which "
-    "is a second pass over the blocks. The online method folds each block in as it reads "
-    "it: update the running maximum, rescale what you have, add the block's exponentials, "
-    "then go on to the next block."
-)
-
-
-def _near(*sizes: int) -> set[int]:
-    """The sizes a correct blockwise solution may give a tensor's axis: each size, plus up
-    to ``_CARRIED_COLUMNS`` columns of carried statistics."""
-    return {size + extra for size in sizes for extra in range(_CARRIED_COLUMNS + 1)}
 
 
 @dataclass(frozen=True)
@@ -134,6 +105,34 @@ class OpLog(TorchFunctionMode):
 # ---------------------------------------------------------------------------------------
 # Audits of the efficient-attention exercise
 # ---------------------------------------------------------------------------------------
+
+# A block may be widened by this many columns of carried statistics (max, sum).
+_CARRIED_COLUMNS = 2
+_MAXIMA = frozenset({"max", "amax"})
+_EXPONENTIALS = frozenset({"exp", "exp_"})
+
+
+def _two_passes(records: Sequence[OpRecord]) -> bool:
+    """True when no maximum is taken after the first exponential: every block's maximum
+    was found before any block was exponentiated, which is a pass of its own."""
+    first_exp = next((i for i, r in enumerate(records) if r.short_name in _EXPONENTIALS), None)
+    if first_exp is None:
+        return False
+    return not any(r.short_name in _MAXIMA and r.is_reduction() for r in records[first_exp:])
+
+
+_TWO_PASSES_MESSAGE = (
+    "your function finds the maximum of every block before it exponentiates any, which "
+    "is a second pass over the blocks. The online method folds each block in as it reads "
+    "it: update the running maximum, rescale what you have, add the block's exponentials, "
+    "then go on to the next block."
+)
+
+
+def _near(*sizes: int) -> set[int]:
+    """The sizes a correct blockwise solution may give a tensor's axis: each size, plus up
+    to ``_CARRIED_COLUMNS`` columns of carried statistics."""
+    return {size + extra for size in sizes for extra in range(_CARRIED_COLUMNS + 1)}
 
 
 def no_full_row_reduction(case, records: Sequence[OpRecord]) -> str | None:
