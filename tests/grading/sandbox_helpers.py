@@ -69,6 +69,33 @@ def _clean(obj, skip_decorators: tuple[str, ...]) -> str:
     return "\n".join(kept)
 
 
+# What the assignment modules' variants use besides their own helpers.
+VARIANT_PREAMBLE = """\
+import math
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+"""
+
+
+def variant_source(variant) -> str:
+    """A catalogued variant (a plain function) as notebook code: its helpers, its own
+    code, and the one helper of the cases module that variants use, ``mk``."""
+    from attncourse.grading import cases
+
+    module = inspect.getmodule(variant)
+    plain = isinstance(variant, types.FunctionType) and not getattr(variant, "takes_case_arguments", False)
+    if not plain or getattr(module, variant.__name__, None) is not variant:
+        raise TypeError(f"variant {variant!r} is not a plain function; edit a reference answer instead")
+    mk = textwrap.dedent(inspect.getsource(cases.other_float_dtype))
+    parts = [VARIANT_PREAMBLE + mk + "\n\nmk = types.SimpleNamespace(other_float_dtype=other_float_dtype)"]
+    parts += source_with_helpers(variant, ("variant",))
+    return "\n\n\n".join(parts)
+
+
 def notebook_of(cells: list[str], checks: dict[str, str]) -> tuple[nbformat.NotebookNode, dict[str, str]]:
     """A notebook with the given code cells, then one trusted test cell per entry of
     ``checks`` (grade id -> source); returns it and its trusted sources."""

@@ -6,13 +6,17 @@ the probes of ex06 and ex07 and the static read on many styles of code."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 
 import test_alternative_solutions as alternatives
 import test_wrong_answers_fail as wrong_answers
-from attncourse.grading.core import SUITES, TASKS
+from attncourse.grading.core import SUITES, TASKS, run_task_check
+from attncourse.grading.mistakes import CATALOGUE
 from grading_helpers import answer_cells
-from sandbox_helpers import PREAMBLE, check_source, grade, notebook_of, source_with_helpers
+from sandbox_helpers import PREAMBLE, check_source, grade, notebook_of, source_with_helpers, variant_source
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -63,6 +67,50 @@ def test_sandboxed_verdicts_equal_in_process_ones(verdicts, assignment):
         if verdicts[(assignment, gid)][0] != should_pass
     }
     assert wrong == {}
+
+
+def _catalogue_plans():
+    """Per assignment module, a notebook with every catalogued variant of that module that
+    is a plain function, written out as notebook code, and a hidden-suite check of each:
+    module -> (cells, checks, variants by grade id)."""
+    plans: dict[str, tuple[list[str], dict[str, str], dict]] = {}
+    for mistake in CATALOGUE.values():
+        for task, variant in mistake.variants.items():
+            try:
+                source = variant_source(variant)
+            except TypeError:
+                continue  # wrapped variants (ex06's module, ex07's capture and plot)
+            cells, checks, variants = plans.setdefault(variant.__module__, ([PREAMBLE], {}, {}))
+            name = f"{mistake.name}__{task}"
+            cells.append(source + f"\n\n{name} = {variant.__name__}\n")
+            checks[name] = check_source(task, name, "hidden")
+            variants[name] = (task, variant)
+    return plans
+
+
+def _hints(message: str) -> list[str]:
+    return sorted(line for line in message.splitlines() if line.startswith(("Likely mistake", "Hint:")))
+
+
+def test_catalogued_mistakes_get_their_in_process_verdict_and_hint():
+    plans = _catalogue_plans()
+    assert sum(len(variants) for _c, _k, variants in plans.values()) >= 40
+    differ = {}
+    for cells, checks, variants in plans.values():
+        nb, trusted = notebook_of(cells, checks)
+        result, report = grade(nb, trusted, timeout_for=lambda cell: 120)
+        assert report.problems == []
+        for gid, (task, variant) in variants.items():
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    run_task_check(task, variant, "hidden")
+                local = (True, "")
+            except AssertionError as exc:
+                local = (False, str(exc))
+            passed, text = result[gid]
+            if passed != local[0] or _hints(text) != _hints(local[1]):
+                differ[gid] = (local[1][-300:], text[-300:])
+    assert differ == {}
 
 
 def test_every_task_is_covered():
