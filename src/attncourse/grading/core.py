@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -132,6 +133,21 @@ class Task:
             return [c for c in self.make_cases(0) if c.visible]
         return self.make_cases(1)
 
+    def graded_cases(self, suite: str, fresh_seed: int) -> list[Case]:
+        """The cases the trusted grader runs: the suite's, and for the hidden suite the
+        cases of ``make_cases(fresh_seed)`` whose inputs differ from those (new random
+        numbers, drawn at grading time, so that answers looked up from the published
+        cases fail)."""
+        cases = self.cases(suite)
+        if suite != "hidden":
+            return cases
+        fresh = [
+            Case(f"{c.name} (numbers drawn at grading time)", c.args, c.kwargs, c.visible, c.raises)
+            for c in self.make_cases(fresh_seed)
+            if not any(_same_inputs(c, known) for known in cases)
+        ]
+        return cases + fresh
+
 
 @dataclass(frozen=True)
 class MemoryAudit:
@@ -155,7 +171,8 @@ class TaskRun:
     ``outcomes`` and ``op_logs`` have one entry per case. ``delegations`` names forbidden
     functions or operators the calls reached. ``refusal`` is a complete failure message
     decided before any value was compared (the static read of the answer's code);
-    ``peak_growth`` is the memory growth measured for the task's memory audit, in bytes;
+    ``peak_growth`` is the memory growth measured for the task's memory audit, in bytes,
+    and ``memory_problem`` what went wrong on its large case, if anything;
     ``notes`` are lines for the instructor's review, printed after the verdict.
     """
 
@@ -164,6 +181,7 @@ class TaskRun:
     delegations: list[str] = field(default_factory=list)
     refusal: str | None = None
     peak_growth: int | None = None
+    memory_problem: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -250,6 +268,20 @@ def _changed_input(fn: Callable, case: Case, args: tuple, kwargs: dict) -> str |
         if isinstance(before, torch.Tensor) and not _same_tensor(after, before):
             return name
     return None
+
+
+def _same_inputs(a: Case, b: Case) -> bool:
+    """True when two cases have equal arguments (tensors equal entry for entry)."""
+    if len(a.args) != len(b.args) or set(a.kwargs) != set(b.kwargs):
+        return False
+    pairs = list(zip(a.args, b.args)) + [(a.kwargs[k], b.kwargs[k]) for k in a.kwargs]
+    for x, y in pairs:
+        if isinstance(y, torch.Tensor):
+            if not _same_tensor(x, y):
+                return False
+        elif isinstance(x, torch.Tensor) or x != y:
+            return False
+    return True
 
 
 def _same_tensor(a, b: torch.Tensor) -> bool:
@@ -394,7 +426,8 @@ def run_task_check(task_name: str, student_fn: Callable, suite: str = "visible")
     a sandbox (the trusted grader). The verdict is decided here either way.
     """
     task = TASKS[task_name]
-    cases, expected = expected_outcomes(task_name, suite)
+    seed = grading_seed() if isinstance(student_fn, RemoteObject) else None
+    cases, expected = expected_outcomes(task_name, suite, seed)
     notes: list[str] = []
     with quiet_output():
         failure, notes = _find_failure(task, student_fn, cases, expected, suite)
@@ -409,15 +442,30 @@ def run_task_check(task_name: str, student_fn: Callable, suite: str = "visible")
 
 
 @functools.lru_cache(maxsize=64)
-def expected_outcomes(task_name: str, suite: str) -> tuple[list[Case], list[Outcome]]:
+def expected_outcomes(task_name: str, suite: str, fresh_seed: int | None = None) -> tuple[list[Case], list[Outcome]]:
     """The cases of a suite and the reference's outcome on each, computed once per process.
 
-    Callers must not change the returned tensors (``call`` gives every function fresh
-    copies of the inputs, and comparisons only read the outcomes).
+    With ``fresh_seed`` (the trusted grader), the hidden suite also has cases drawn from
+    that seed (``Task.graded_cases``). Callers must not change the returned tensors
+    (``call`` gives every function fresh copies of the inputs, and comparisons only read
+    the outcomes).
     """
     task = TASKS[task_name]
-    cases = task.cases(suite)
+    cases = task.cases(suite) if fresh_seed is None else task.graded_cases(suite, fresh_seed)
     return cases, [call(task.reference, case) for case in cases]
+
+
+_GRADING_SEED: list[int] = []
+
+
+def grading_seed() -> int:
+    """The seed of the hidden cases drawn at grading time: random, once per process, or
+    the integer in the environment variable ``ATTNCOURSE_GRADING_SEED`` (to reproduce a
+    grading run exactly)."""
+    if not _GRADING_SEED:
+        chosen = os.environ.get("ATTNCOURSE_GRADING_SEED", "").strip()
+        _GRADING_SEED.append(int(chosen) if chosen else 2 + int.from_bytes(os.urandom(4), "little"))
+    return _GRADING_SEED[0]
 
 
 def call_recorded(
@@ -496,6 +544,8 @@ def judge(task: Task, cases: list[Case], expected: list[Outcome], run: TaskRun, 
             problem = task.audit(case, records)
             if problem is not None:
                 return method_message(task, case, problem)
+    if task.memory_audit is not None and run.memory_problem is not None:
+        return method_message(task, task.memory_audit.make_case(0), run.memory_problem)
     if task.memory_audit is not None and run.peak_growth is not None:
         case = task.memory_audit.make_case(0)
         if run.peak_growth > task.memory_audit.limit(case):

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import nbformat
 
 from . import static_audit
-from .core import Case, Outcome, RemoteObject, Task, TaskRun
+from .core import Case, Outcome, RemoteObject, Task, TaskRun, call, compare
 from .audit import OpRecord
 from .sandbox import wire
 from .sandbox.isolation import Policy, Sandbox, SandboxDied, SandboxError, SandboxTimeout
@@ -277,9 +277,11 @@ class NotebookGrader:
         findings += [f for f in static_audit.notebook_findings(cells) if f.kind == "tampering"]
         return refusal_message(task, findings), []
 
-    def measure_memory(self, name: str, task: Task, before: int) -> tuple[int | None, list[str]]:
-        """Peak memory growth of the task's memory case, in a fresh sandbox that holds only
-        the instructor's locked cells and the cells defining ``name``."""
+    def measure_memory(self, name: str, task: Task, before: int) -> tuple[int | None, list[str], str | None]:
+        """(peak memory growth, notes, failure) of the task's memory case, in a fresh
+        sandbox that holds only the instructor's locked cells and the cells defining
+        ``name``. The large case must also give the right values: a function that fails
+        or errs on it fails the audit (it cannot dodge the measurement that way)."""
         audit = task.memory_audit
         cells = self.student_cells(before)
         keep = static_audit.closure_cells(cells, name)
@@ -295,26 +297,33 @@ class NotebookGrader:
                 locked = [i for i in indices if self.is_instructor_cell(self.nb.cells[i])]
                 for i in locked:
                     fresh.request({"op": "run_cell", "source": self.nb.cells[i].source}, timeout=self.timeout_for(self.nb.cells[i]))
+                fresh.request({"op": "describe", "name": name}, timeout=60)  # loads what a call needs
+                # Two windows, each against its own baseline: the cells that define the
+                # function (a buffer allocated there counts), then the call itself.
                 fresh.begin_memory_measure()
                 for i in indices:
                     if i not in locked:
                         fresh.request({"op": "run_cell", "source": self.nb.cells[i].source}, timeout=self.timeout_for(self.nb.cells[i]))
+                growth_defining, notes = fresh.end_memory_measure()
                 buffers: list[bytes] = []
                 args, kwargs = case.fresh_inputs()
-                answer, _ = fresh.request(
+                fresh.begin_memory_measure()
+                answer, answer_buffers = fresh.request(
                     {"op": "call", "name": name, "case": case.name, "probe": None,
                      "args": wire.encode(tuple(args), buffers), "kwargs": wire.encode(dict(kwargs), buffers)},
                     buffers, timeout=MEMORY_CASE_TIMEOUT,
                 )
-                growth, notes = fresh.end_memory_measure()
+                growth_call, call_notes = fresh.end_memory_measure()
+                growth, notes = max(growth_defining, growth_call), notes + call_notes
+        except SandboxTimeout:
+            return None, [], f"your function did not finish on the large case within {MEMORY_CASE_TIMEOUT:g} s"
         except SandboxError as exc:
-            return None, [f"the memory audit of {name} could not run: {exc}"]
-        error = answer.get("outcome", {}).get("error") if isinstance(answer.get("outcome"), dict) else "malformed answer"
-        if error:
-            return None, [f"the memory audit of {name} was skipped: the function failed on its large case ({str(error)[:200]})"]
-        if notes:
-            return growth, notes
-        return growth, []
+            return None, [], f"your function could not be run on the large case ({exc})"
+        outcome = _outcome_from(answer, answer_buffers, task, case)
+        problem = compare(task, call(task.reference, case), outcome)
+        if problem is not None:
+            return None, notes, f"on this large case, {problem}"
+        return growth, notes, None
 
 
 def refusal_message(task: Task, findings: Sequence[static_audit.Finding]) -> str | None:
@@ -429,7 +438,7 @@ class RemoteName(RemoteObject):
             delegations += [d for d in _delegations_from(answer) if d not in delegations]
         run = TaskRun(outcomes, logs, delegations, refusal=refusal, notes=notes)
         if task.memory_audit is not None and refusal is None and not delegations:
-            run.peak_growth, memory_notes = grader.measure_memory(self.name, task, self._cell_index)
+            run.peak_growth, memory_notes, run.memory_problem = grader.measure_memory(self.name, task, self._cell_index)
             run.notes += memory_notes
         return run
 

@@ -29,6 +29,7 @@ IPython hooks only into a note for the instructor's review.
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -72,7 +73,7 @@ TAMPER_MODULES = (
     "ctypes", "torch._C", "torch.utils._python_dispatch", "torch.overrides", "sys.settrace",
     "sys.setprofile", "sys._getframe", "threading.settrace", "threading.setprofile", "gc.get_objects",
     "gc.get_referrers", "gc.get_referents", "inspect.currentframe", "inspect.stack", "inspect.getouterframes",
-    "sys.modules", "builtins", "importlib.reload",
+    "sys.modules", "builtins", "importlib", "__import__",
 )
 TAMPERABLE_ROOTS = ("torch", "numpy", "attncourse", "builtins", "math", "IPython", "nbgrader")
 UNTAMPERED = ("torch.backends",)  # settings a notebook may change (cudnn.deterministic...)
@@ -155,7 +156,10 @@ def _bindings(cells: Sequence[CodeCell]) -> dict[str, list[_Binding]]:
             elif isinstance(node, ast.ImportFrom):
                 module = "." * node.level + (node.module or "")
                 for alias in node.names:
-                    add(alias.asname or alias.name, _Binding(cell, node, f"{module}.{alias.name}"))
+                    if alias.name == "*":
+                        add("*", _Binding(cell, node, module))
+                    else:
+                        add(alias.asname or alias.name, _Binding(cell, node, f"{module}.{alias.name}"))
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in targets:
@@ -289,11 +293,18 @@ def closure_cells(cells: Sequence[CodeCell], name: str) -> set[int]:
     return {cell for cell, _node, _dotted in _closure(resolver, name)}
 
 
+# Names a notebook has without defining them: IPython's, and the shell's history.
+SHELL_NAMES = frozenset({"get_ipython", "display", "In", "Out", "_", "__", "___", "exit", "quit", "_ih", "_oh", "_dh"})
+
+
 def _closure(resolver: _Resolver, name: str):
     """(cell, node, dotted path or None) for every binding the definition of ``name``
-    depends on, itself included."""
+    depends on, itself included. A name used there that nothing the grader can read
+    defines (set through ``globals()``, ``exec``...) comes back as a node of its own with
+    the dotted path ``"?<name>"``; with a star import, as ``"<module>.<name>"``."""
     seen: set[int] = set()
     todo = [(b.cell, b.node, b.dotted) for b in resolver.active(name)]
+    reported: set[str] = set()
     while todo:
         cell, node, dotted = todo.pop()
         if id(node) in seen:
@@ -304,9 +315,20 @@ def _closure(resolver: _Resolver, name: str):
             continue
         local_names = _local_names(node)
         for child in ast.walk(node):
-            if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id not in local_names:
-                for binding in resolver.active(child.id):
-                    todo.append((binding.cell, binding.node, binding.dotted))
+            if not (isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load)) or child.id in local_names:
+                continue
+            bindings = resolver.active(child.id)
+            for binding in bindings:
+                todo.append((binding.cell, binding.node, binding.dotted))
+            if bindings or child.id in reported or hasattr(builtins, child.id) or child.id in SHELL_NAMES:
+                continue
+            reported.add(child.id)
+            stars = resolver.bindings.get("*", [])
+            if stars:
+                for star in stars:
+                    yield star.cell, child, f"{star.dotted}.{child.id}"
+            else:
+                yield cell, child, f"?{child.id}"
 
 
 def _local_names(node: ast.AST) -> set[str]:
@@ -317,10 +339,20 @@ def _local_names(node: ast.AST) -> set[str]:
             names.add(child.arg)
         elif isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
             names.add(child.id)
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and child is not node:
+            names.add(child.name)
+        elif isinstance(child, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in child.names}
+        elif isinstance(child, ast.ExceptHandler) and child.name:
+            names.add(child.name)
+        elif isinstance(child, (ast.MatchAs, ast.MatchStar)) and child.name:
+            names.add(child.name)
     return names if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)) else set()
 
 
 def _check_path(path: str, rules: Rules, cell: int, line: int) -> list[Finding]:
+    if path.startswith("?"):
+        return [Finding("unreadable", cell, line, f"{path[1:]}, which no def, import or assignment defines")]
     findings = []
     last = path.rsplit(".", 1)[-1]
     if last in rules.forbidden_names:

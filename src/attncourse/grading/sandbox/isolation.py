@@ -251,6 +251,11 @@ class Sandbox:
                 except OSError:
                     pass
         self._request_fd, self._reader = None, None
+        if self._proc is not None and self._proc.stdout is not None:
+            try:
+                self._proc.stdout.close()
+            except OSError:
+                pass
         if self._workdir is not None:
             shutil.rmtree(os.path.dirname(self._workdir), ignore_errors=True)
             self._workdir = None
