@@ -100,12 +100,13 @@ def gradebook_sources(resources) -> tuple[dict[str, str], dict[str, str]]:
 
 
 class RefuseLinkedSubmission(NbGraderPreprocessor):
-    """Refuse a submission folder that holds symbolic links.
+    """Grade a submission folder that holds symbolic links as 0, and say why in the log.
 
     nbgrader reads the submitted notebook by its path and copies the folder; a link
-    would make it read (and copy into feedback) a file of the grader's choosing, such as
-    a source notebook with its solutions. The notebook is then not graded, and the log
-    says why.
+    would make it read (and copy into the feedback) a file of the submitter's choosing,
+    such as a source notebook with its solutions. Every code cell the student controls is
+    replaced by a line that raises, so every check fails; the instructor can look at the
+    folder and regrade with the files the links pointed to.
     """
 
     def preprocess(self, nb, resources):
@@ -116,13 +117,16 @@ class RefuseLinkedSubmission(NbGraderPreprocessor):
             for entry in dirs + files:
                 if os.path.islink(os.path.join(root, entry)):
                     links.append(os.path.relpath(os.path.join(root, entry), folder))
-        if os.path.islink(os.path.join(folder, name)) and name not in links:
-            links.append(name)
-        if links:
-            raise ValueError(
-                f"the submission folder {folder} holds symbolic links ({', '.join(sorted(links)[:5])}); "
-                "it is not graded. Replace the links by the files they point to if they are the student's own."
-            )
+        if not links:
+            return nb, resources
+        message = (
+            f"the submission folder holds symbolic links ({', '.join(sorted(links)[:5])}): "
+            "it is graded 0; replace the links by the files themselves"
+        )
+        self.log.warning("%s/%s: %s", resources["nbgrader"].get("student"), name, message)
+        for cell in nb.cells:
+            if cell.cell_type == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("locked"):
+                cell.source = f"raise RuntimeError({message!r})"
         return nb, resources
 
 
