@@ -91,8 +91,9 @@ class Task:
         probe, interpret: optional, for tasks whose result is not plain data (a matplotlib
             Axes, a layer left with hooks). In the sandbox, ``probe(student_object)`` is
             called like the reference and returns a plain-data *description* (tensors,
-            strings, booleans); on the trusted side, ``interpret(description)`` judges it
-            and returns the value to compare (or raises, as the student's call would).
+            strings, booleans); on the trusted side, ``interpret(description, case)`` judges
+            it against the case and returns the value to compare (or raises, as the
+            student's call would).
             ``adapt`` must equal ``interpret`` after ``probe``. Without them, ``adapt`` is
             the probe and values are compared as they come.
         audit: optional; for tasks that ask for a method, not only a result. Called as
@@ -111,7 +112,7 @@ class Task:
     adapt: Callable[[Any], Callable] | None = None
     audit: Callable[[Case, Sequence[OpRecord]], str | None] | None = None
     probe: Callable[[Any], Callable] | None = None
-    interpret: Callable[[Any], Any] | None = None
+    interpret: Callable[[Any, Case], Any] | None = None
     memory_audit: "MemoryAudit | None" = None
 
     @property

@@ -399,7 +399,7 @@ class RemoteName(RemoteObject):
             raise StudentCodeError(f"{self.name} did not return in time ({exc})") from None
         except SandboxError as exc:
             raise StudentCodeError(f"{self.name} ended the notebook's process ({exc})") from None
-        outcome = _outcome_from(answer, buffers, None)
+        outcome = _outcome_from(answer, buffers, None, case)
         if outcome.error is not None:
             raise StudentCodeError(f"{self.name} raised {outcome.error}")
         return outcome.value
@@ -424,7 +424,7 @@ class RemoteName(RemoteObject):
                 outcomes += [lost] * (len(cases) - len(outcomes))
                 logs += [[]] * (len(cases) - len(logs))
                 break
-            outcomes.append(_outcome_from(answer, buffers, task))
+            outcomes.append(_outcome_from(answer, buffers, task, case))
             logs.append(_records_from(answer))
             delegations += [d for d in _delegations_from(answer) if d not in delegations]
         run = TaskRun(outcomes, logs, delegations, refusal=refusal, notes=notes)
@@ -440,7 +440,7 @@ def _probe_name(probe: Callable | None) -> str | None:
     return f"{probe.__module__}:{probe.__qualname__}"
 
 
-def _outcome_from(answer: dict, buffers: list[bytes], task: Task | None) -> Outcome:
+def _outcome_from(answer: dict, buffers: list[bytes], task: Task | None, case: Case) -> Outcome:
     """The outcome the sandbox reported, rebuilt from plain data (and interpreted)."""
     data = answer.get("outcome")
     if type(data) is not dict:
@@ -455,7 +455,7 @@ def _outcome_from(answer: dict, buffers: list[bytes], task: Task | None) -> Outc
         return Outcome(error=f"TypeError: the result could not be read as plain data ({exc})")
     if task is not None and task.interpret is not None:
         try:
-            value = task.interpret(value)
+            value = task.interpret(value, case)
         except Exception as exc:  # noqa: BLE001 - the description fails the task's rules
             return Outcome(error=f"{type(exc).__name__}: {exc}")
     return Outcome(value=value, changed_input=str(changed)[:200] if changed is not None else None)

@@ -29,6 +29,7 @@ IPython hooks only into a note for the instructor's review.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -110,8 +111,10 @@ class CodeCell:
 # ---------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_cell(source: str) -> ast.Module | None:
-    """The cell as a module, magics turned into plain calls; None when it does not parse."""
+    """The cell as a module, magics turned into plain calls; None when it does not parse.
+    (Cached: callers must not change the tree.)"""
     try:
         from IPython.core.inputtransformer2 import TransformerManager
 
@@ -355,9 +358,8 @@ def _check_node(node: ast.AST, resolver: _Resolver, rules: Rules, cell: int) -> 
             findings.append(Finding("unreadable", cell, line, f"{node.id}()"))
     elif isinstance(node, ast.Call):
         func = node.func
-        if isinstance(func, ast.Name) and func.id in ("getattr", "setattr", "delattr", "hasattr"):
-            if len(node.args) < 2 or not isinstance(node.args[1], ast.Constant):
-                findings.append(Finding("unreadable", cell, line, f"{func.id}() with a computed name"))
+        if isinstance(func, ast.Name) and func.id in ("getattr", "hasattr") and _computed_lookup(node):
+            findings.append(Finding("unreadable", cell, line, f"{func.id}() with a computed name"))
     elif isinstance(node, ast.Constant) and isinstance(node.value, str):
         if node.value in rules.forbidden_names:
             findings.append(Finding("delegation", cell, line, f"the string {node.value!r}"))
@@ -368,6 +370,15 @@ def _check_node(node: ast.AST, resolver: _Resolver, rules: Rules, cell: int) -> 
             module = alias.name if isinstance(node, ast.Import) else f"{node.module or ''}.{alias.name}"
             findings += _check_path(module, rules, cell, line)
     return findings
+
+
+def _computed_lookup(call: ast.Call) -> bool:
+    """True for ``getattr(obj, name)`` with a name that is not a constant, on anything but
+    the object's own instance or class (``getattr(self, name)`` builds modules honestly)."""
+    if len(call.args) < 2 or isinstance(call.args[1], ast.Constant):
+        return False
+    target = call.args[0]
+    return not (isinstance(target, ast.Name) and target.id in ("self", "cls"))
 
 
 def _unique(findings: list[Finding]) -> list[Finding]:
