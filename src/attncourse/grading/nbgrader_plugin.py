@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Any, Integer, Unicode
+from traitlets import Any, Integer, List, Unicode
 
 from .engine import NotebookGrader
 from .sandbox.isolation import Limits, Policy
@@ -32,7 +32,15 @@ class SandboxedExecute(NbGraderPreprocessor):
         None, allow_none=True, help="Optional: a function of the cell giving its timeout in seconds."
     ).tag(config=True)
     isolation = Unicode(
-        "auto", help="'bwrap' (required), 'basic' (no private file system) or 'auto'."
+        "auto",
+        help="'bwrap' (required), 'basic' (no private file system), 'auto', or 'command' (sandbox_command).",
+    ).tag(config=True)
+    sandbox_command = List(
+        Unicode(),
+        default_value=[],
+        help="With isolation='command': the command that starts a sandbox speaking on stdin/stdout, e.g. "
+        "['docker', 'run', '-i', '--rm', '--network', 'none', 'attncourse-sandbox', 'python', '-I', '-m', "
+        "'attncourse.grading.sandbox.worker', '--stdio'].",
     ).tag(config=True)
     sandbox_user = Unicode("nobody", help="The account student code runs as when the grader is root.").tag(config=True)
     cpu_seconds = Integer(900, help="CPU seconds one sandbox may use in all.").tag(config=True)
@@ -48,7 +56,7 @@ class SandboxedExecute(NbGraderPreprocessor):
             file_size_bytes=self.file_size_mb * 2**20,
             processes=self.processes,
         )
-        return Policy(isolation=self.isolation, user=self.sandbox_user, limits=limits)
+        return Policy(isolation=self.isolation, user=self.sandbox_user, limits=limits, command=tuple(self.sandbox_command))
 
     def cell_timeout(self, cell) -> float:
         if self.timeout_func is not None:
