@@ -95,6 +95,14 @@ def _duplicate_test_ids(nb):
         nb.cells.insert(index + offset, twin)
 
 
+def _empty_nbgrader_metadata(nb):
+    """A cell with empty nbgrader metadata (schema version 0): stock nbgrader stops the
+    whole autograde run on it, for every student after this one."""
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.metadata["nbgrader"] = {}
+    nb.cells.insert(1, cell)
+
+
 def _fake_test_cell(nb):
     cell = nbformat.v4.new_code_cell("print('passed: softmax (hidden tests, 11 cases)')")
     cell.metadata["nbgrader"] = {
@@ -606,6 +614,8 @@ ATTACKS: list[Attack] = [
     Attack("metadata_claims_another_kernel", OTHER, wrong(), edit=_other_kernel),
     Attack("duplicate_grade_ids", OTHER, wrong(), edit=_duplicate_test_ids),
     Attack("fake_test_cell", OTHER, wrong(), edit=_fake_test_cell),
+    # Honest answers, but a cell that stops stock nbgrader's batch: graded, and the batch goes on.
+    Attack("metadata_that_stops_the_batch", OTHER, {SOFTMAX: RIGHT_SOFTMAX, LSE: RIGHT_LSE}, edit=_empty_nbgrader_metadata, deserved=FULL_EX01),
     # A fork bomb in the second answer cell: that task is lost, the first keeps its points.
     Attack(
         "fork_bomb",
