@@ -120,8 +120,10 @@ class SanitizeSubmission(NbGraderPreprocessor):
       not know loses its nbgrader metadata (a student cannot create graded cells); of
       several cells with one grade id, all but the last lose it (what nbgrader's
       ``DeduplicateIds`` does, but its empty metadata then fails validation and aborts
-      the whole ``autograde`` run); a known cell gets the current schema version, which
-      ``OverwriteCells`` expects. ``OverwriteCells`` then restores the known cells.
+      the whole ``autograde`` run); a known cell gets the role, points and schema
+      version the gradebook gives it (an answer cell that claims to be graded makes
+      ``OverwriteCells`` fail on the notebook). ``OverwriteCells`` then restores the
+      known cells' sources.
     """
 
     def preprocess(self, nb, resources):
@@ -154,7 +156,9 @@ class SanitizeSubmission(NbGraderPreprocessor):
         info = resources["nbgrader"]
         with Gradebook(info["db_url"]) as gradebook:
             notebook = gradebook.find_notebook(info["notebook"], info["assignment"])
-            known = {cell.name for cell in notebook.source_cells} | {cell.name for cell in notebook.grade_cells}
+            locked = {cell.name: bool(cell.locked) for cell in notebook.source_cells}
+            points = {cell.name: cell.max_score for cell in notebook.grade_cells}
+            answers = {cell.name for cell in notebook.solution_cells}
         last = {}
         for index, cell in enumerate(nb.cells):
             gid = _grade_id_of(cell)
@@ -164,11 +168,15 @@ class SanitizeSubmission(NbGraderPreprocessor):
             if "nbgrader" not in cell.get("metadata", {}):
                 continue
             gid = _grade_id_of(cell)
-            if gid not in known or last.get(gid) != index:
+            if gid not in locked or last.get(gid) != index:
                 self.log.warning("%s: nbgrader metadata removed from a cell (grade id %r)", info.get("student"), gid)
                 del cell.metadata["nbgrader"]
-            else:
-                cell.metadata["nbgrader"]["schema_version"] = SCHEMA_VERSION
+                continue
+            meta = {"grade_id": gid, "grade": gid in points, "solution": gid in answers, "locked": locked[gid],
+                    "schema_version": SCHEMA_VERSION, "task": False}
+            if gid in points:
+                meta["points"] = points[gid]
+            cell.metadata["nbgrader"] = meta  # what the gradebook says this cell is
 
 
 def _grade_id_of(cell) -> str | None:
