@@ -319,12 +319,26 @@ def run_batch(
     queue = list(todo)
     try:
         workers = [Worker(context, course_dir) for _ in range(min(jobs, len(todo)))]
+
+        def replace(dead: Worker) -> Worker:
+            dead.kill()
+            fresh = Worker(context, course_dir)
+            workers[workers.index(dead)] = fresh
+            return fresh
+
         idle = list(workers)
         busy: list[Worker] = []
         while queue or busy:
             while idle and queue:
                 worker = idle.pop()
-                worker.send(assignment, queue.pop(0))
+                if not worker.process.is_alive():  # died while idle: replace it
+                    worker = replace(worker)
+                try:
+                    worker.send(assignment, queue[0])
+                except (BrokenPipeError, OSError):
+                    idle.append(replace(worker))
+                    continue
+                queue.pop(0)
                 busy.append(worker)
             waitables = [w.connection for w in busy] + [w.process.sentinel for w in busy]
             ready = multiprocessing.connection.wait(waitables, timeout=5.0)
@@ -350,11 +364,8 @@ def run_batch(
                             continue
                 if outcome is None and (not worker.process.is_alive() or time.monotonic() - worker.started > submission_timeout):
                     overrun = worker.process.is_alive()
-                    worker.kill()
                     busy.remove(worker)
-                    replacement = Worker(context, course_dir)
-                    workers[workers.index(worker)] = replacement
-                    idle.append(replacement)
+                    idle.append(replace(worker))
                     reason = (
                         f"grading took longer than {submission_timeout:g} s" if overrun
                         else f"the grading process died ({_exit_reason(worker.process.exitcode)})"
