@@ -273,3 +273,18 @@ def test_an_instructor_s_own_test_sees_the_course_s_imports_values_and_functions
     assert nb.cells[2].outputs[0]["text"] == "custom test passed\n"
     refused = nb.cells[3].outputs[-1]  # no looking inside the student's function
     assert refused["ename"] == "AttributeError" and "runs in a sandbox" in refused["evalue"]
+
+
+def test_without_bubblewrap_the_sandbox_says_what_it_lacks():
+    with Sandbox(Policy(isolation="basic")) as sandbox:
+        answer = _run(
+            sandbox,
+            "import os, socket\nprint(os.getuid())\n"
+            "try:\n    socket.create_connection(('127.0.0.1', 22), timeout=2)\nexcept OSError as exc:\n    print('network:', exc.errno)\n",
+        )
+        warnings = list(sandbox.warnings)
+    uid, network = answer["stdout"].splitlines()[:2]
+    if os.geteuid() == 0:
+        assert uid == "65534"
+    assert network.startswith("network:")  # refused: no route, or nothing listening on loopback
+    assert any("bubblewrap is not available" in w for w in warnings)
