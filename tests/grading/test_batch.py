@@ -169,9 +169,9 @@ def test_a_killed_worker_costs_one_retry_and_force_regrades(classes):
     _serial, parallel, *_ = classes
     before = {s: e["finished"] for s, e in _ledger(parallel).items()}
     batch = _autograde(parallel, "--jobs", "2", "--force")
-    _wait(lambda: len([p for p in descendants(batch.pid)[1:] if _is_batch_worker(p)]) == 2, limit=120)
+    _wait(lambda: len([p for p in descendants(batch.pid)[1:] if _is_batch_worker(p, batch.pid)]) == 2, limit=120)
     time.sleep(3)  # both workers have a submission in hand
-    victim = [p for p in descendants(batch.pid)[1:] if _is_batch_worker(p)][0]
+    victim = [p for p in descendants(batch.pid)[1:] if _is_batch_worker(p, batch.pid)][0]
     os.kill(victim, signal.SIGKILL)
     out, err = batch.communicate(timeout=1200)
     assert batch.returncode == 0, out + err[-3000:]
@@ -184,14 +184,18 @@ def test_a_killed_worker_costs_one_retry_and_force_regrades(classes):
     assert rerun.returncode == 0 and summary["graded"] == [] and len(summary["skipped"]) == len(class_plan())
 
 
-def _is_batch_worker(pid: int) -> bool:
-    """A grading worker of the batch (not multiprocessing's resource tracker)."""
+def _is_batch_worker(pid: int, parent: int) -> bool:
+    """A grading worker of the batch: a forked child of its process (so with the same
+    command line), not a sandbox or multiprocessing's resource tracker."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             command = handle.read()
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
     except OSError:
         return False
-    return b"spawn_main" in command and b"resource_tracker" not in command
+    parent_pid = int(stat[stat.rfind(b")") + 2:].split()[1])
+    return parent_pid == parent and b"attncourse.cli" in command and b"resource_tracker" not in command
 
 
 def test_a_progress_bar_on_a_terminal(classes):

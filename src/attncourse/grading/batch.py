@@ -313,7 +313,13 @@ def run_batch(
         progress(0, total, None)
     if todo:
         _prepare_gradebook(coursedir, assignment)
-    context = multiprocessing.get_context("spawn")
+    # Workers are forked: they start at once, with nbgrader already imported. The parent
+    # has not imported torch (nor started threads), and gives up its database connections
+    # and flushes its output first, so that no child inherits them half-used.
+    context = multiprocessing.get_context("fork")
+    ledger.dispose()
+    sys.stdout.flush()
+    sys.stderr.flush()
     workers: list[Worker] = []
     attempts: dict[str, int] = {}
     queue = list(todo)
