@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import nbformat
 import pytest
@@ -14,7 +15,7 @@ import torch
 from attncourse.grading import static_audit
 from attncourse.grading.engine import NotebookGrader
 from attncourse.grading.sandbox import wire
-from attncourse.grading.sandbox.isolation import Limits, Policy, Sandbox, SandboxDied, SandboxTimeout, bwrap_works
+from attncourse.grading.sandbox.isolation import PRIVATE_UIDS, Limits, Policy, Sandbox, SandboxDied, SandboxTimeout, bwrap_works
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not available")
 
@@ -127,7 +128,7 @@ def _run(sandbox: Sandbox, source: str, timeout: float = 60) -> dict:
 
 
 @needs_bwrap
-def test_the_sandbox_sees_no_course_no_network_and_runs_as_nobody():
+def test_the_sandbox_sees_no_course_no_network_and_runs_as_a_user_of_its_own():
     import attncourse
 
     course_root = os.path.dirname(os.path.dirname(os.path.dirname(attncourse.__file__)))
@@ -145,7 +146,7 @@ def test_the_sandbox_sees_no_course_no_network_and_runs_as_nobody():
     assert set(visible) <= {"src", ".venv"}  # only the library and the environment, read-only
     uid, cwd, *_ = lines[1].split(" ", 2)
     if os.geteuid() == 0:
-        assert uid == "65534"
+        assert PRIVATE_UIDS[0] <= int(uid) < PRIVATE_UIDS[1]  # a user of its own, no account's
     assert cwd == "/home/student"
     assert "PATH" in lines[1] and "PYTHONPATH" not in lines[1] and "NBGRADER_EXECUTION" not in lines[1]
     assert lines[2].startswith("network:")
@@ -276,6 +277,7 @@ def test_an_instructor_s_own_test_sees_the_course_s_imports_values_and_functions
 
 
 def test_without_bubblewrap_the_sandbox_says_what_it_lacks():
+    # still a user of its own and no network, but the host's file system
     with Sandbox(Policy(isolation="basic")) as sandbox:
         answer = _run(
             sandbox,
@@ -285,6 +287,32 @@ def test_without_bubblewrap_the_sandbox_says_what_it_lacks():
         warnings = list(sandbox.warnings)
     uid, network = answer["stdout"].splitlines()[:2]
     if os.geteuid() == 0:
-        assert uid == "65534"
+        assert PRIVATE_UIDS[0] <= int(uid) < PRIVATE_UIDS[1]
     assert network.startswith("network:")  # refused: no route, or nothing listening on loopback
     assert any("bubblewrap is not available" in w for w in warnings)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="users of their own need a grader that runs as root")
+def test_a_fork_bomb_in_one_sandbox_leaves_a_sandbox_graded_beside_it_alone():
+    import threading
+
+    limits = Limits(processes=64)
+    with Sandbox(Policy(limits=limits)) as bomb, Sandbox(Policy(limits=limits)) as other:
+        assert bomb.ids != other.ids  # a user id of its own each
+
+        def explode():
+            try:
+                _run(bomb, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout=8)
+            except (SandboxTimeout, SandboxDied):
+                pass
+
+        thread = threading.Thread(target=explode)
+        thread.start()
+        time.sleep(3)  # the bomb has used up its own quota of processes by now
+        answer = _run(
+            other,
+            "import threading, os\nworkers = [threading.Thread(target=os.getpid) for _ in range(32)]\n"
+            "for w in workers:\n    w.start()\nfor w in workers:\n    w.join()\nprint('fine')",
+        )
+        thread.join()
+    assert answer["stdout"] == "fine\n"

@@ -46,7 +46,10 @@ class SandboxedExecute(NbGraderPreprocessor):
         "['docker', 'run', '-i', '--rm', '--network', 'none', 'attncourse-sandbox', 'python', '-I', '-m', "
         "'attncourse.grading.sandbox.worker', '--stdio'].",
     ).tag(config=True)
-    sandbox_user = Unicode("nobody", help="The account student code runs as when the grader is root.").tag(config=True)
+    sandbox_user = Unicode(
+        "auto",
+        help="The account student code runs as when the grader is root; 'auto': a user id of its own for every sandbox.",
+    ).tag(config=True)
     cpu_seconds = Integer(900, help="CPU seconds one sandbox may use in all.").tag(config=True)
     memory_mb = Integer(8192, help="Address space of one sandbox, in MiB.").tag(config=True)
     file_size_mb = Integer(256, help="Largest file one sandbox may write, in MiB.").tag(config=True)

@@ -13,7 +13,7 @@ process that can reach nothing of value:
   submissions) and the home directories are not there at all.
 - **No network** (a network namespace with only loopback), **no view of other
   processes** (a pid namespace), a new session (no terminal to inject into).
-- **An unprivileged user** when the grader runs as root (``nobody`` by default), without
+- **An unprivileged user** when the grader runs as root (a user id of its own by default), without
   capabilities and with ``no_new_privs``.
 - **Resource limits** set by the parent: CPU seconds, address space, file size, number of
   processes (when the user is a dedicated one), open files; no core dumps.
@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import random
 import resource
 import shutil
 import signal
@@ -51,7 +52,11 @@ from . import wire
 
 WORKDIR_INSIDE = "/home/student"  # the sandbox's working directory and HOME (bubblewrap)
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin", "/etc")
-DEFAULT_USER = "nobody"
+DEFAULT_USER = "auto"
+# With user "auto", each sandbox runs as a user id of its own drawn from this range, which
+# no account uses: limits on processes, and signals, are then per sandbox, so that one
+# student's fork bomb or kill(-1) cannot reach another student graded at the same time.
+PRIVATE_UIDS = (2_000_000_000, 2_100_000_000)
 START_TIMEOUT = 120.0  # seconds for the interpreter to start and import torch
 
 
@@ -87,7 +92,8 @@ class Policy:
     instance ``docker run -i --rm ... python -I -m attncourse.grading.sandbox.worker
     --stdio``), which talks on its standard input and output and receives the notebook's
     copy as a message; its isolation and limits are the command's. ``user``: the account
-    the sandbox runs as when the grader is root (name or uid). ``readable``: extra host
+    the sandbox runs as when the grader is root (name or uid), or ``"auto"``: a user id
+    of its own, unused by any account, for every sandbox. ``readable``: extra host
     paths the sandbox may read (bubblewrap only; for instance a data folder an
     assignment needs).
     """
@@ -154,6 +160,9 @@ def sandbox_ids(policy: Policy) -> tuple[int, int] | None:
         return None
     if isinstance(policy.user, int):
         return policy.user, policy.user
+    if policy.user == "auto":
+        uid = random.SystemRandom().randrange(*PRIVATE_UIDS)
+        return uid, uid
     try:
         entry = pwd.getpwnam(policy.user)
     except KeyError:
@@ -317,11 +326,13 @@ class Sandbox:
 
     def _kill_strays(self) -> None:
         """Processes the sandbox's user left behind outside the process group (basic
-        isolation has no pid namespace to take them down with it)."""
+        isolation has no pid namespace to take them down with it). A private user id's
+        processes are all the sandbox's; a shared account's only those in its folder."""
         if self.isolation != "basic" or self.ids is None or self.ids[0] == 0:
             return
+        private = PRIVATE_UIDS[0] <= self.ids[0] < PRIVATE_UIDS[1]
         for pid in _pids_of_user(self.ids[0]):
-            if _in_workdir(pid, self._workdir):
+            if private or _in_workdir(pid, self._workdir):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
