@@ -157,8 +157,10 @@ for (const el of article.querySelectorAll('*')) {
   measured.push({kind: el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ')[0] : ''),
                  problem: 'sticks out of the column', width: Math.round(r.width), room: Math.round(colRight - colLeft), ...describe(el)});
 }
+const figures = Array.from(article.querySelectorAll('.cell_output img')).filter(visible)
+  .map((img) => ({src: img.getAttribute('src'), shown: img.getBoundingClientRect().width, ...describe(img)}));
 return {viewport, column: Math.round(colRight - colLeft), pageWidth: document.documentElement.scrollWidth,
-        offending: measured};
+        offending: measured, figures};
 """
 
 # The outputs that show the error stream (myst-nb marks them with the class "stderr").
@@ -171,8 +173,8 @@ return Array.from(document.querySelectorAll('main .output.stderr, main .cell_out
 
 # Questions and their folded answers, as the page first shows them. A question is an
 # admonition titled "Question ..."; its answer is the dropdown admonition right after it.
-# A section that asks questions may hold no code cell outside the answers, not even one
-# folded behind a "show code" toggle: its code or its output would give an answer away
+# After its first question, a section may show no code cell outside the answers, not even
+# one folded behind a "show code" toggle: its code or its output would give an answer away
 # next to the question. (Cells that check the answers are removed from the page.)
 FOLDS_REPORT = r"""
 const titleOf = (el) => { const t = el.querySelector(':scope > .admonition-title'); return t ? t.textContent.trim() : ''; };
@@ -190,16 +192,18 @@ for (const q of document.querySelectorAll('main .admonition')) {
   });
 }
 const dropdowns = Array.from(document.querySelectorAll('main .admonition.dropdown')).map((d) => ({title: titleOf(d), folded: folded(d)}));
-const askingSections = new Set();
+// The first question of each section that asks some; cells after it must not show.
+const firstQuestion = new Map();
 document.querySelectorAll('main .admonition').forEach((q) => {
   if (/^Question\b/.test(titleOf(q)) && !q.classList.contains('dropdown')) {
-    const s = q.closest('section'); if (s) askingSections.add(s);
+    const s = q.closest('section'); if (s && !firstQuestion.has(s)) firstQuestion.set(s, q);
   }
 });
 const shown = [];
-for (const section of askingSections) {
+for (const [section, first] of firstQuestion) {
   for (const cell of section.querySelectorAll('.cell')) {
     if (cell.closest('.admonition.dropdown')) continue;
+    if (!(first.compareDocumentPosition(cell) & Node.DOCUMENT_POSITION_FOLLOWING)) continue;
     const sub = cell.closest('section');
     shown.push({section: sub ? sub.id : section.id, text: cell.textContent.replace(/\s+/g, ' ').trim().slice(0, 120)});
   }
@@ -417,6 +421,53 @@ def test_nothing_is_clipped_at_390_px(page, toc_page):
         f"{toc_page} at 390 px (text column {layout['column']} px, page {page_width} px "
         f"in a {layout['viewport']} px window): {len(problems)} elements are clipped or "
         "stick out:\n" + format_offending(problems)
+    )
+
+
+# A text group of a matplotlib SVG (text drawn as outlines): the text in a comment, then
+# its placement, scaled by font size / 100 (matplotlib's text-to-path scale).
+SVG_TEXT = re.compile(
+    r'<g id="text_\d+">\s*<!--\s*(?P<text>.*?)\s*-->\s*'
+    r'<g transform="translate\([^)]*\)\s*scale\((?P<scale>[\d.e-]+)\s+-[\d.e-]+\)"',
+    re.DOTALL,
+)
+SVG_VIEWBOX = re.compile(r'<svg[^>]*viewBox="[\d.-]+ [\d.-]+ (?P<width>[\d.]+) [\d.]+"')
+MIN_FIGURE_TEXT_PT = 9.0
+
+
+def figure_text_sizes(svg: str, shown_width_px: float) -> list[tuple[str, float]]:
+    """(text, size in points as shown) of every text of a matplotlib SVG shown at that width.
+
+    The SVG's units are points; shown at `shown_width_px` CSS pixels (96 per inch, 72
+    points per inch), every length is multiplied by shown_width_px / (width_pt * 4/3).
+    """
+    viewbox = SVG_VIEWBOX.search(svg)
+    factor = shown_width_px / (float(viewbox["width"]) * 4 / 3)
+    return [
+        (match["text"], 100 * float(match["scale"]) * factor) for match in SVG_TEXT.finditer(svg)
+    ]
+
+
+def test_figure_text_is_readable_at_1280_px(page, book_html, toc_page):
+    """Every text of every figure (ticks, legends, labels, values in cells) is shown at
+    9 pt or more in the text column. Figures are SVG (attncourse.plot.use_book_style())."""
+    page_dir = (book_html / toc_page).parent
+    problems = []
+    for figure in page.layout[1280]["figures"]:
+        path = (page_dir / unquote(urlsplit(figure["src"]).path)).resolve()
+        if path.suffix != ".svg":
+            problems.append(
+                f"  #{figure['section']}: {path.name} is not SVG, so its text cannot be measured "
+                "(call attncourse.plot.use_book_style() in the page's set-up cell)"
+            )
+            continue
+        sizes = figure_text_sizes(path.read_text(encoding="utf-8"), figure["shown"])
+        small = [(text, size) for text, size in sizes if size < MIN_FIGURE_TEXT_PT]
+        if small:
+            shown = ", ".join(f"{text!r} {size:.1f} pt" for text, size in small[:6])
+            problems.append(f"  #{figure['section']}: {path.name}, {len(small)} of {len(sizes)} texts: {shown}")
+    assert not problems, (
+        f"{toc_page}: figure text below {MIN_FIGURE_TEXT_PT:g} pt as shown at 1280 px:\n" + "\n".join(problems)
     )
 
 
