@@ -60,7 +60,7 @@ def test_heatmap_draws_into_given_axes_and_accepts_low_precision():
     weights = torch.full((2, 2), 0.5, dtype=torch.bfloat16, requires_grad=True)
     assert plot.attention_heatmap(weights, ax=ax, colorbar=False) is ax
     assert len(fig.axes) == 1
-    assert _tick_texts(ax.get_xticklabels()) == ["0", "1"]
+    assert _tick_texts(ax.get_xticklabels()) == ["1", "2"]  # counted from 1
 
 
 def test_heads_grid_returns_figure_with_one_panel_per_head(no_show):

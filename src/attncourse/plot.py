@@ -84,8 +84,9 @@ def _label_axes(ax, n_q: int, n_k: int, query_labels, key_labels) -> None:
             raise ValueError(f"{which} must have {n} entries, got {len(labels)}")
     ax.set_xticks(range(n_k))
     ax.set_yticks(range(n_q))
-    ax.set_xticklabels(key_labels if key_labels is not None else range(n_k), rotation=90 if n_k > 8 else 0)
-    ax.set_yticklabels(query_labels if query_labels is not None else range(n_q))
+    # Without labels, queries and keys are numbered from 1, as in the book.
+    ax.set_xticklabels(key_labels if key_labels is not None else range(1, n_k + 1), rotation=90 if n_k > 8 else 0)
+    ax.set_yticklabels(query_labels if query_labels is not None else range(1, n_q + 1))
     ax.set_xlabel("key")
     ax.set_ylabel("query")
 
@@ -135,7 +136,8 @@ def attention_heatmap(
 
     Args:
         weights: (n_q, n_k) tensor or array.
-        query_labels, key_labels: tick labels (e.g. tokens), n_q and n_k of them.
+        query_labels, key_labels: tick labels (e.g. tokens), n_q and n_k of them;
+            without them, queries and keys are numbered from 1.
         ax: draw into this Axes; a new figure is made if None.
         title: optional title.
         annotate: write each value in its cell (in black or white, whichever contrasts
