@@ -160,3 +160,15 @@ def test_book_style_sets_readable_sizes():
         for key in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize", "font.size"):
             assert matplotlib.rcParams[key] >= 9
         assert matplotlib.rcParams["svg.fonttype"] == "path"
+
+
+@pytest.mark.parametrize("heads, n", [(2, 3), (2, 5), (2, 8), (4, 6), (3, 12)])
+def test_heads_grid_keeps_to_the_book_width(heads, n):
+    """A grid of heads is never wider than the text column, so nothing in it is scaled
+    below the sizes of use_book_style()."""
+    fig = plot.heads_grid(np.full((heads, n, n), 1.0 / n))
+    width, _ = fig.get_size_inches()
+    assert width <= plot.BOOK_WIDTH_INCHES + 1e-9
+    panel = fig.axes[0]
+    if panel.texts:  # values are written only where a cell has room for them
+        assert width / min(heads, 4) / n >= 0.3

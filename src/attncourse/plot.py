@@ -31,6 +31,7 @@ BOOK_STYLE = {
     "svg.hashsalt": "attncourse",  # the same ids in every build
 }
 ANNOTATION_SIZE = 9.5
+BOOK_WIDTH_INCHES = 7.0  # the text column at 1280 px, about 676 CSS pixels
 
 
 def use_book_style() -> None:
@@ -190,7 +191,7 @@ def heads_grid(
         title: optional title of the whole figure.
         cmap: colour map.
         annotate: write each weight in its cell; default when a map has at most 6 x 6
-            entries.
+            entries and the figure can give them room within the book's width.
         vmax: top of the colour scale (default: the largest weight; the bottom is 0).
         colorbar: add one colour bar for all heads.
 
@@ -203,13 +204,18 @@ def heads_grid(
     h, n_q, n_k = stack.shape
     ncols = min(h, 4) if ncols is None else ncols
     nrows = math.ceil(h / ncols)
+    # Inches: room for the tick labels of each panel and for the colour bar; each entry
+    # gets `cell`, shrunk when needed so that the figure keeps to the book's width (text
+    # too small for a cell is left out).
+    margin, bar = 0.75, (0.7 if colorbar else 0.0)
+    cell = 0.5 if annotate or (annotate is None and n_q <= 6 and n_k <= 6) else 0.3
+    cell = min(cell, (BOOK_WIDTH_INCHES - bar - ncols * margin) / (ncols * max(n_k, 1)))
     if annotate is None:
-        annotate = n_q <= 6 and n_k <= 6
-    cell = 0.55 if annotate else 0.3  # inches per entry
+        annotate = n_q <= 6 and n_k <= 6 and cell >= 0.45
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(ncols * (0.9 + cell * n_k) + (1.0 if colorbar else 0.0), nrows * (0.9 + cell * n_q)),
+        figsize=(ncols * (margin + cell * n_k) + bar, nrows * (margin + cell * n_q)),
         squeeze=False,
         layout="constrained",
     )

@@ -15,6 +15,7 @@ saved in _build/screenshots/ for a human to look at.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -159,8 +160,9 @@ for (const el of article.querySelectorAll('*')) {
 }
 const figures = Array.from(article.querySelectorAll('.cell_output img')).filter(visible)
   .map((img) => ({src: img.getAttribute('src'), shown: img.getBoundingClientRect().width, ...describe(img)}));
-return {viewport, column: Math.round(colRight - colLeft), pageWidth: document.documentElement.scrollWidth,
-        offending: measured, figures};
+// As a JSON string: WebDriver cannot carry every value a measurement may produce.
+return JSON.stringify({viewport, column: Math.round(colRight - colLeft),
+  pageWidth: document.documentElement.scrollWidth, offending: measured, figures});
 """
 
 # The outputs that show the error stream (myst-nb marks them with the class "stderr").
@@ -309,7 +311,7 @@ def page(browser, book_url, toc_page, _visited) -> PageReport:
         try:
             for width in WIDTHS:
                 browser.set_window_size(width, WINDOW_HEIGHT)
-                layout[width] = browser.execute_script(LAYOUT_REPORT)
+                layout[width] = json.loads(browser.execute_script(LAYOUT_REPORT))
                 screenshots[width] = screenshot_path(toc_page, width)
                 save_full_page_screenshot(browser, screenshots[width])
         finally:
