@@ -193,14 +193,14 @@ class MultiHeadAttention(nn.Module):
     # -- shapes ---------------------------------------------------------------------------
 
     def split_heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
-        """(B, T, heads * d_head) -> (B, heads, T, d_head)."""
-        B, T, _ = x.shape
-        return x.view(B, T, heads, self.head_dim).transpose(1, 2)  # (B, heads, T, d_head)
+        """(B, L, heads * d_head) -> (B, heads, L, d_head)."""
+        B, L, _ = x.shape
+        return x.view(B, L, heads, self.head_dim).transpose(1, 2)  # (B, heads, L, d_head)
 
     def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, T, d_head) -> (B, T, h * d_head)."""
-        B, h, T, d_head = x.shape
-        return x.transpose(1, 2).reshape(B, T, h * d_head)  # (B, T, d_model)
+        """(B, h, L, d_head) -> (B, L, h * d_head)."""
+        B, h, L, d_head = x.shape
+        return x.transpose(1, 2).reshape(B, L, h * d_head)  # (B, L, d_model)
 
     def _project(self, query, key, value):
         """The three input projections; self-attention uses one fused matmul."""
