@@ -172,3 +172,11 @@ def test_heads_grid_keeps_to_the_book_width(heads, n):
     panel = fig.axes[0]
     if panel.texts:  # values are written only where a cell has room for them
         assert width / min(heads, 4) / n >= 0.3
+
+
+def test_key_labels_that_would_overlap_stand_upright():
+    tokens = ["token 1", "token 2", "token 3"]
+    crowded = plot.heads_grid(np.full((2, 3, 3), 1 / 3), tokens, tokens)
+    assert {label.get_rotation() for label in crowded.axes[0].get_xticklabels()} == {90.0}
+    roomy = plot.heads_grid(np.full((2, 3, 3), 1 / 3), ["a", "b", "c"], ["a", "b", "c"])
+    assert {label.get_rotation() for label in roomy.axes[0].get_xticklabels()} == {0.0}

@@ -86,10 +86,24 @@ def _label_axes(ax, n_q: int, n_k: int, query_labels, key_labels) -> None:
     ax.set_xticks(range(n_k))
     ax.set_yticks(range(n_q))
     # Without labels, queries and keys are numbered from 1, as in the book.
-    ax.set_xticklabels(key_labels if key_labels is not None else range(1, n_k + 1), rotation=90 if n_k > 8 else 0)
+    x_labels = [str(label) for label in (key_labels if key_labels is not None else range(1, n_k + 1))]
+    # Key labels stand upright when they would not fit side by side under their cells: a
+    # character takes about 0.6 em, and the axes cannot be wider than they are now.
+    cell_inches = ax.get_position().width * ax.figure.get_figwidth() / max(n_k, 1)
+    longest = max((len(label) for label in x_labels), default=0)
+    ax.set_xticklabels(x_labels, rotation=90 if n_k > 8 or _too_wide(longest, cell_inches) else 0)
     ax.set_yticklabels(query_labels if query_labels is not None else range(1, n_q + 1))
     ax.set_xlabel("key")
     ax.set_ylabel("query")
+
+
+def _too_wide(characters: int, room_inches: float) -> bool:
+    """Would a label of this many characters overflow a cell of this width?"""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    size = FontProperties(size=matplotlib.rcParams["xtick.labelsize"]).get_size_in_points()
+    return 0.6 * characters * size / 72 > 0.9 * room_inches
 
 
 def _new_axes(ax, size):

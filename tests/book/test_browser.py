@@ -245,20 +245,25 @@ def screenshot_path(docname: str, width: int) -> Path:
     return SCREENSHOT_DIR / f"{docname.replace('/', '__')}@{width}.png"
 
 
-def save_full_page_screenshot(browser, target: Path) -> None:
-    """The whole page, not only the window, as a PNG (Chromium's DevTools protocol)."""
+def emulate_window(browser, width: int, height: int) -> None:
+    """Lay the page out as in a window of this size (Chromium's DevTools protocol)."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+
+
+def save_full_page_screenshot(browser, target: Path, width: int) -> None:
+    """The whole page, at this width, as a PNG: the emulated window is made as tall as the
+    page, so that everything is laid out and painted as a reader scrolling down sees it."""
     import base64
 
-    metrics = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})
-    size = metrics.get("cssContentSize") or metrics["contentSize"]
-    shot = browser.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-        },
-    )
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    emulate_window(browser, width, int(height))
+    try:
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        emulate_window(browser, width, WINDOW_HEIGHT)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(base64.b64decode(shot["data"]))
 
@@ -288,7 +293,6 @@ def _visited() -> dict[str, PageReport]:
 def page(browser, book_url, toc_page, _visited) -> PageReport:
     """The report of `toc_page`, made on its first visit in this session."""
     if toc_page not in _visited:
-        browser.set_window_size(WIDTHS[0], WINDOW_HEIGHT)
         mathjax = open_page(browser, book_url, toc_page)
         console_errors = [
             entry["message"]
@@ -310,12 +314,12 @@ def page(browser, book_url, toc_page, _visited) -> PageReport:
         layout, screenshots = {}, {}
         try:
             for width in WIDTHS:
-                browser.set_window_size(width, WINDOW_HEIGHT)
+                emulate_window(browser, width, WINDOW_HEIGHT)
                 layout[width] = json.loads(browser.execute_script(LAYOUT_REPORT))
                 screenshots[width] = screenshot_path(toc_page, width)
-                save_full_page_screenshot(browser, screenshots[width])
+                save_full_page_screenshot(browser, screenshots[width], width)
         finally:
-            browser.set_window_size(WIDTHS[0], WINDOW_HEIGHT)
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         _visited[toc_page] = PageReport(**report, layout=layout, screenshots=screenshots)
     return _visited[toc_page]
 
