@@ -51,7 +51,7 @@ book: venv
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
 test: venv
-	bash tools/install-browser.sh
+	bash tools/install-system-packages.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -4,9 +4,15 @@
 gradebook (``gradebook.db``) stays out of git; ``python -m attncourse.grading.release``
 uses a throwaway gradebook of its own. nbgrader runs ``alembic`` by name, so the virtual
 environment's ``bin`` must be on PATH (the release script sees to it).
+
+Autograding runs every submission with the course's sandboxed engine
+(``attncourse.grading.nbgrader_plugin``): the student's code in an isolated process, the
+checks and their verdicts in nbgrader's own. See the instructors' appendix of the book.
 """
 
 import os
+
+from attncourse.grading.nbgrader_plugin import configure
 
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
@@ -17,14 +23,6 @@ c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(COURSE_ROOT, "gradebook.db")
 
-# A cell that runs longer than this is interrupted; grading goes on with the next cell.
-c.ExecutePreprocessor.timeout = 30
-
-
-def _cell_timeout(cell, default=30, setup=300):
-    """The set-up cell imports torch, slow on a busy machine: it gets more time."""
-    is_setup = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup"
-    return setup if is_setup else default
-
-
-c.ExecutePreprocessor.timeout_func = _cell_timeout
+# A cell that runs longer than 30 seconds is stopped and grading goes on with the next
+# cell; the set-up cell, which imports torch, gets 300 seconds.
+configure(c, timeout=30, setup_timeout=300)

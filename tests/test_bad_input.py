@@ -13,6 +13,7 @@ import torch
 
 from attncourse import functional as AF
 from attncourse import masks as M
+from attncourse import positions as P
 from attncourse.hooks import capture_attention
 from attncourse.modules import AdditiveAttention, MultiHeadAttention
 
@@ -123,6 +124,30 @@ CATALOGUE = [
     Bad("layer-need-weights-not-bool", mha_call(need_weights="yes"), TypeError, "need_weights", "str"),
     Bad("additive-layer-value-int", lambda: AdditiveAttention(4, 4, 3)(t(2, 3, 4), t(2, 5, 4), t(2, 5, 2, dtype=torch.int64)), TypeError, "value", "torch.int64"),
     Bad("additive-layer-key-features", lambda: AdditiveAttention(4, 4, 3)(t(2, 3, 4), t(2, 5, 3)), ValueError, "key", "(2, 5, 3)"),
+    # -- positions (chapter 9) ---------------------------------------------------------------
+    Bad("rope-odd-E", lambda: P.rope(t(2, 3, 5)), ValueError, "x", "(2, 3, 5)"),
+    Bad("rope-int-x", lambda: P.rope(t(3, 4, dtype=torch.int64)), TypeError, "x", "torch.int64"),
+    Bad("rope-x-1d", lambda: P.rope(t(4)), ValueError, "x", "(4,)"),
+    Bad("rope-negative-position", lambda: P.rope(t(3, 4), [0, -2, 1]), ValueError, "positions", "-2"),
+    Bad("rope-float-positions", lambda: P.rope(t(3, 4), torch.tensor([0.0, 1.5, 2.0])), TypeError, "positions", "torch.float32"),
+    Bad("rope-bool-positions", lambda: P.rope(t(3, 4), torch.tensor([True, False, True])), TypeError, "positions", "torch.bool"),
+    Bad("rope-positions-scalar", lambda: P.rope(t(3, 4), 2), TypeError, "positions", "int"),
+    Bad("rope-positions-length", lambda: P.rope(t(3, 4), [0, 1]), ValueError, "positions", "(2,)"),
+    Bad("rope-base-one", lambda: P.rope(t(3, 4), base=1.0), ValueError, "base", "1.0"),
+    Bad("rope-base-string", lambda: P.rope(t(3, 4), base="1e4"), TypeError, "base", "str"),
+    Bad("rope-interleaved-int", lambda: P.rope(t(3, 4), interleaved=1), TypeError, "interleaved", "int"),
+    Bad("sinusoidal-L-zero", lambda: P.sinusoidal_encoding(0, 4), ValueError, "L", "0"),
+    Bad("sinusoidal-d-float", lambda: P.sinusoidal_encoding(3, 4.0), TypeError, "d", "float"),
+    Bad("sinusoidal-int-dtype", lambda: P.sinusoidal_encoding(3, 4, dtype=torch.int32), TypeError, "dtype", "torch.int32"),
+    Bad("alibi-heads-zero", lambda: P.alibi_slopes(0), ValueError, "h", "0"),
+    Bad("alibi-S-zero", lambda: P.alibi_bias(2, 3, 0), ValueError, "S", "0"),
+    Bad("alibi-L-zero", lambda: P.alibi_bias(2, 0, 3), ValueError, "L", "0"),
+    Bad("alibi-alignment", lambda: P.alibi_bias(2, 3, 4, alignment="bottom"), ValueError, "alignment", "'bottom'"),
+    Bad("alibi-causal-string", lambda: P.alibi_bias(2, 3, 4, causal="yes"), TypeError, "causal", "str"),
+    Bad("layer-rope-odd-head", lambda: MultiHeadAttention(6, 2, rope=True), ValueError, "rope", "3"),
+    Bad("layer-rope-and-alibi", lambda: MultiHeadAttention(8, 2, rope=True, alibi=True), ValueError, "alibi", "rope"),
+    Bad("layer-alibi-not-bool", lambda: MultiHeadAttention(8, 2, alibi=1), TypeError, "alibi", "int"),
+    Bad("layer-rope-to-torch", lambda: MultiHeadAttention(8, 2, rope=True).to_torch(), ValueError, "rope", "rope=True"),
     # -- tools -------------------------------------------------------------------------------
     Bad("from-torch-not-mha", lambda: MultiHeadAttention.from_torch(torch.nn.Linear(2, 2)), TypeError, "mha", "Linear"),
 ]

@@ -5,13 +5,14 @@ Modules:
     masks       causal and padding masks, converters to and from nn.MultiheadAttention
     modules     AdditiveAttention and MultiHeadAttention as nn.Module
     reference   NumPy float64 versions that read like the formulas (the test oracle)
+    positions   sinusoidal encoding, rotary embedding (RoPE) and ALiBi's biases
     hooks       capture attention weights from any torch model
     plot        heatmaps of weights and masks (imports matplotlib when first used)
 """
 
 __version__ = "0.1.0"
 
-from . import functional, hooks, masks, modules, reference  # noqa: F401
+from . import functional, hooks, masks, modules, positions, reference  # noqa: F401
 from .functional import (  # noqa: F401
     additive_attention,
     dot_product_attention,

@@ -12,11 +12,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
-    check = sub.add_parser("check", help="grade an exercise notebook locally")
+    check = sub.add_parser(
+        "check",
+        help="grade an exercise notebook locally (runs the notebook's code, in a sandbox)",
+        description=(
+            "Grade exercise notebooks with the same engine and the same hidden tests as the "
+            "course's nbgrader autograde. This RUNS THE NOTEBOOK'S CODE: in a sandbox (a "
+            "separate process, without network, with resource limits, and with a private "
+            "file system and an unprivileged user where bubblewrap is installed), while the "
+            "checks and their verdicts stay in this process. Run it on your own work; an "
+            "instructor checking a student's notebook gets the same sandbox, and should keep "
+            "the default isolation (or --isolation bwrap to insist on the strongest)."
+        ),
+    )
     check.add_argument("notebook", nargs="+", help="path to an exercise notebook (.ipynb)")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.add_argument(
         "--timeout", type=float, default=120.0, help="seconds allowed per cell (default 120)"
+    )
+    check.add_argument(
+        "--isolation",
+        choices=("auto", "bwrap", "basic"),
+        default="auto",
+        help="auto (default): bubblewrap when it works here, else basic; bwrap: refuse to run "
+        "without it; basic: no private file system (the notebook's code can read your files)",
     )
     return parser
 
@@ -32,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         from .grading.selfcheck import run_check
 
-        return run_check(args.notebook, as_json=args.json, timeout=args.timeout)
+        return run_check(args.notebook, as_json=args.json, timeout=args.timeout, isolation=args.isolation)
     parser.print_help()
     return 2
 

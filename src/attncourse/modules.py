@@ -14,6 +14,7 @@ from torch import nn
 
 from . import _checks
 from . import functional as AF
+from . import positions as P
 from .masks import causal_mask, merge_masks
 
 __all__ = ["AdditiveAttention", "MultiHeadAttention"]
@@ -137,6 +138,16 @@ class MultiHeadAttention(nn.Module):
         bias: use biases in the four projections.
         dropout: dropout on the attention weights, applied in training mode only.
         num_kv_heads: number of key/value heads (default num_heads); must divide num_heads.
+        rope: rotate every head's queries and keys with :func:`attncourse.positions.rope`
+            (pairs i, i + d_head/2; d_head must be even).
+        rope_base: the base of RoPE's frequencies.
+        alibi: add :func:`attncourse.positions.alibi_bias` to the scores, one slope per
+            head (with ``is_causal=True`` its causal form, else the symmetric one).
+
+    Positional schemes are off by default; then the layer computes exactly what
+    ``nn.MultiheadAttention`` computes. With one on, queries sit at positions 0 .. L - 1
+    and keys at 0 .. S - 1 (top-left, as ``is_causal``). At most one of ``rope`` and
+    ``alibi`` may be on.
 
     Parameters: ``q_proj`` Linear(d_model, d_model), ``k_proj`` Linear(kdim, d_kv),
     ``v_proj`` Linear(vdim, d_kv), ``out_proj`` Linear(d_model, d_model), with
@@ -153,6 +164,9 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         num_kv_heads: int | None = None,
+        rope: bool = False,
+        rope_base: float = 10000.0,
+        alibi: bool = False,
     ):
         super().__init__()
         _checks.check_positive_int("embed_dim", embed_dim)
@@ -176,6 +190,16 @@ class MultiHeadAttention(nn.Module):
         self.kdim = embed_dim if kdim is None else _checks.check_positive_int("kdim", kdim)
         self.vdim = embed_dim if vdim is None else _checks.check_positive_int("vdim", vdim)
         self.dropout = _checks.check_dropout(dropout, name="dropout")
+        self.rope = _checks.require_bool("rope", rope)
+        self.alibi = _checks.require_bool("alibi", alibi)
+        self.rope_base = P._check_base(rope_base)
+        if rope and alibi:
+            raise ValueError("choose one positional scheme: rope=True or alibi=True, not both")
+        if rope and self.head_dim % 2:
+            raise ValueError(
+                f"rope=True needs an even head size embed_dim / num_heads, got "
+                f"{embed_dim} / {num_heads} = {self.head_dim}"
+            )
         kv_dim = num_kv_heads * self.head_dim
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.k_proj = nn.Linear(self.kdim, kv_dim, bias=bias)
@@ -281,6 +305,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("pass either attn_mask or is_causal=True, not both")
         B, L, S = query.shape[0], query.shape[1], key.shape[1]
         mask = self._head_mask(attn_mask, key_padding, B, L, S, query)
+        if self.alibi and L > 0 and S > 0:  # ALiBi's bias is a floating mask (h, L, S)
+            bias = P.alibi_bias(
+                self.num_heads, L, S, causal=is_causal, dtype=query.dtype, device=query.device
+            )
+            mask, is_causal = merge_masks(bias, mask), False  # the causal part is in bias
         if is_causal and mask is not None:  # causal together with key padding
             if L > 0 and S > 0:  # (with no queries or no keys there is nothing to mask)
                 mask = merge_masks(causal_mask(L, S, device=query.device), mask)
@@ -291,6 +320,9 @@ class MultiHeadAttention(nn.Module):
         q = self.split_heads(q, self.num_heads)  # (B, h, L, d_head)
         k = self.split_heads(k, self.num_kv_heads)  # (B, h_kv, S, d_head)
         v = self.split_heads(v, self.num_kv_heads)  # (B, h_kv, S, d_head)
+        if self.rope:  # turn queries and keys (never values) by their positions
+            q = P.rope(q, base=self.rope_base)  # (B, h, L, d_head)
+            k = P.rope(k, base=self.rope_base)  # (B, h_kv, S, d_head)
 
         # 2. Attention in every head at once.
         dropout_p = self.dropout if self.training else 0.0
@@ -358,9 +390,14 @@ class MultiHeadAttention(nn.Module):
     def to_torch(self, *, batch_first: bool = True) -> nn.MultiheadAttention:
         """An ``nn.MultiheadAttention`` with exactly these weights.
 
-        Grouped-query layers (num_kv_heads < num_heads) have no counterpart in torch and
-        raise ``ValueError``.
+        Grouped-query layers (num_kv_heads < num_heads) and layers with a positional
+        scheme have no counterpart in torch and raise ``ValueError``.
         """
+        if self.rope or self.alibi:
+            raise ValueError(
+                "nn.MultiheadAttention has no positional scheme: convert a layer made with "
+                f"rope=False and alibi=False, got rope={self.rope} and alibi={self.alibi}"
+            )
         if self.num_kv_heads != self.num_heads:
             raise ValueError(
                 "nn.MultiheadAttention has no grouped-query form: num_kv_heads "

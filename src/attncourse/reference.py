@@ -31,6 +31,10 @@ __all__ = [
     "split_heads",
     "merge_heads",
     "multi_head_attention",
+    "sinusoidal_encoding",
+    "rope",
+    "alibi_slopes",
+    "alibi_bias",
 ]
 
 
@@ -243,3 +247,74 @@ def multi_head_attention(
         weights.append(A_i)
     concat = merge_heads(np.stack(heads, axis=-3))  # (..., n_q, d_model)
     return linear(concat, W_o, b_o), np.stack(weights, axis=-3)
+
+
+# -- positions ----------------------------------------------------------------------------
+
+
+def sinusoidal_encoding(n: int, d: int, base: float = 10000.0) -> np.ndarray:
+    """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); shape (n, d)."""
+    PE = np.zeros((n, d))
+    for p in range(n):
+        for c in range(d):
+            i = c // 2  # features 2i and 2i + 1 share a frequency
+            angle = p / base ** (2 * i / d)
+            PE[p, c] = np.sin(angle) if c % 2 == 0 else np.cos(angle)
+    return PE
+
+
+def rope(X, positions=None, base: float = 10000.0, interleaved: bool = False) -> np.ndarray:
+    """Turn feature pair i of the row at position p by the angle p * base^(-2i/d).
+
+    X is (..., n, d) with d even; ``positions`` (n,) defaults to 0 .. n - 1. Pair i is
+    (i, i + d/2), or (2i, 2i + 1) when ``interleaved``.
+    """
+    X = _f64(X)
+    n, d = X.shape[-2], X.shape[-1]
+    positions = np.arange(n) if positions is None else np.asarray(positions)
+    positions = np.broadcast_to(positions, X.shape[:-1])
+    out = np.zeros_like(X)
+    for index in np.ndindex(*X.shape[:-1]):  # every row: batch indices and its position
+        p = positions[index]
+        for i in range(d // 2):
+            a, b = (2 * i, 2 * i + 1) if interleaved else (i, i + d // 2)
+            phi = p * base ** (-2 * i / d)
+            rotation = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
+            out[index + (a,)], out[index + (b,)] = rotation @ X[index + ((a, b),)]
+    return out
+
+
+def alibi_slopes(h: int) -> np.ndarray:
+    """ALiBi's slopes: 2^(-8k/h) for k = 1..h when h is a power of two; otherwise those
+    of the power of two below h, then every other slope of twice that power."""
+
+    def geometric(n):
+        return [2.0 ** (-8.0 * k / n) for k in range(1, n + 1)]
+
+    power = 1
+    while power * 2 <= h:
+        power *= 2
+    if power == h:
+        return np.array(geometric(h))
+    return np.array(geometric(power) + geometric(2 * power)[0::2][: h - power])
+
+
+def alibi_bias(
+    h: int, n_q: int, n_k: int | None = None, alignment: str = "top_left", causal: bool = True
+) -> np.ndarray:
+    """(h, n_q, n_k): -m_k times the distance from query i (at i + n_k - n_q when
+    bottom-right aligned) back to key j; -inf for future keys when ``causal``, the
+    absolute distance otherwise."""
+    n_k = n_q if n_k is None else n_k
+    offset = 0 if alignment == "top_left" else n_k - n_q
+    slopes = alibi_slopes(h)
+    bias = np.zeros((h, n_q, n_k))
+    for k in range(h):
+        for i in range(n_q):
+            for j in range(n_k):
+                distance = i + offset - j
+                if causal:
+                    bias[k, i, j] = -slopes[k] * distance if distance >= 0 else -np.inf
+                else:
+                    bias[k, i, j] = -slopes[k] * abs(distance)
+    return bias

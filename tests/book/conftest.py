@@ -176,7 +176,7 @@ def browser(tmp_path_factory):
         )
         pytest.skip(
             f"{missing} not found (looked for {CHROMIUM_CANDIDATES[0]} and "
-            f"{CHROMEDRIVER_CANDIDATES[0]}); as root, `bash tools/install-browser.sh` installs them"
+            f"{CHROMEDRIVER_CANDIDATES[0]}); as root, `bash tools/install-system-packages.sh` installs them"
         )
 
     from selenium import webdriver

@@ -14,21 +14,15 @@ import nbformat
 from grading_helpers import SOLUTIONS, grade_id, notebook_path, read_notebook, venv_env
 
 CONFIG = """\
+from attncourse.grading.nbgrader_plugin import configure
+
 c = get_config()
 c.CourseDirectory.root = {root!r}
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.db_url = "sqlite:///{root}/gradebook.db"
-c.ExecutePreprocessor.timeout = {timeout}
-
-
-def _cell_timeout(cell):
-    # The set-up cell imports torch, which is slow on a busy machine.
-    is_setup = cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == "setup"
-    return 300 if is_setup else {timeout}
-
-
-c.ExecutePreprocessor.timeout_func = _cell_timeout
+# The set-up cell imports torch, which is slow on a busy machine.
+configure(c, timeout={timeout}, setup_timeout=300)
 """
 
 
@@ -101,11 +95,13 @@ def reference_answers(name: str) -> dict[str, str]:
 
 
 def mistake_answer(function_name: str, mistake: str, task: str) -> str:
-    """An answer cell that uses a catalogued wrong variant as the student's function."""
-    return (
-        "from attncourse.grading.mistakes import CATALOGUE\n\n"
-        f"{function_name} = CATALOGUE[{mistake!r}].variants[{task!r}]"
-    )
+    """An answer cell holding a catalogued wrong variant, written out as a student would
+    (the variant's code and its helpers, no import of the grading package)."""
+    from attncourse.grading.mistakes import CATALOGUE
+    from sandbox_helpers import variant_source
+
+    variant = CATALOGUE[mistake].variants[task]
+    return variant_source(variant) + f"\n\n{function_name} = {variant.__name__}\n"
 
 
 def submission(

@@ -834,6 +834,176 @@ def blockwise_key_transposed_once(query, key, value, block_size):
 
 
 # =======================================================================================
+# ex09_positions: sinusoidal_encoding(n, d, base), rope(x, positions, base, interleaved),
+# alibi_bias(num_heads, n_q, n_k, alignment), rope_attention(query, key, value, interleaved)
+# =======================================================================================
+
+
+@implements("sinusoidal_encoding")
+def sinusoidal_python_loops(n, d, base=10000.0):
+    # Two Python loops with math.sin and math.cos, one entry at a time.
+    table = torch.zeros(n, d, dtype=torch.float64)
+    for p in range(n):
+        for i in range(d // 2):
+            angle = p / base ** (2 * i / d)
+            table[p, 2 * i] = math.sin(angle)
+            table[p, 2 * i + 1] = math.cos(angle)
+    return table
+
+
+@implements("sinusoidal_encoding")
+def sinusoidal_exp_log_frequencies(n, d, base=10000.0):
+    # Frequencies as exp(-2i ln(base) / d), the stack of sin and cos flattened into pairs.
+    position = torch.arange(n, dtype=torch.float64)[:, None]
+    frequency = torch.exp(torch.arange(0, d, 2, dtype=torch.float64) * (-math.log(base) / d))
+    angles = position * frequency  # (n, d/2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(n, d)
+
+
+@implements("sinusoidal_encoding")
+def sinusoidal_cos_as_shifted_sin(n, d, base=10000.0):
+    # cos(x) = sin(x + pi/2): one sine over an (n, d) grid with a phase for odd features.
+    feature = torch.arange(d, dtype=torch.float64)
+    pair = torch.div(feature, 2, rounding_mode="floor")
+    phase = (feature % 2) * (math.pi / 2)
+    angles = torch.arange(n, dtype=torch.float64)[:, None] * base ** (-2 * pair / d) + phase
+    return torch.sin(angles)
+
+
+def _rope_checks(x, positions):
+    if x.shape[-1] % 2:
+        raise ValueError(f"E must be even, got {x.shape[-1]}")
+    if positions.min() < 0:
+        raise ValueError("negative position")
+
+
+@implements("rope")
+def rope_complex_multiplication(x, positions, base=10000.0, interleaved=False):
+    # Each pair as a complex number a + ib, multiplied by exp(i phi) (computed in float64).
+    _rope_checks(x, positions)
+    E = x.shape[-1]
+    x64 = x.to(torch.float64)
+    if interleaved:
+        pairs = torch.view_as_complex(x64.reshape(*x.shape[:-1], E // 2, 2).contiguous())
+    else:
+        pairs = torch.complex(x64[..., : E // 2], x64[..., E // 2 :])
+    theta = base ** (-torch.arange(0, E, 2, dtype=torch.float64) / E)
+    turned = pairs * torch.polar(torch.ones(1, dtype=torch.float64), positions[:, None] * theta)
+    if interleaved:
+        out = torch.view_as_real(turned).reshape(x.shape)
+    else:
+        out = torch.cat([turned.real, turned.imag], dim=-1)
+    return out.to(x.dtype)
+
+
+@implements("rope")
+def rope_rotate_half(x, positions, base=10000.0, interleaved=False):
+    # x cos + rotate(x) sin with full-width cos and sin, as Llama's and GPT-J's code do.
+    _rope_checks(x, positions)
+    E = x.shape[-1]
+    theta = 1.0 / base ** (torch.arange(E // 2, dtype=x.dtype) * 2 / E)
+    phi = positions.to(x.dtype)[:, None] * theta  # (n, E/2)
+    if interleaved:
+        phi = phi.repeat_interleave(2, dim=-1)
+        rotated = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+    else:
+        phi = torch.cat([phi, phi], dim=-1)
+        rotated = torch.cat([-x[..., E // 2 :], x[..., : E // 2]], dim=-1)
+    return x * phi.cos() + rotated * phi.sin()
+
+
+@implements("rope")
+def rope_rotation_matrices_einsum(x, positions, base=10000.0, interleaved=False):
+    # A 2x2 rotation matrix per position and pair, applied with einsum.
+    _rope_checks(x, positions)
+    E = x.shape[-1]
+    index = torch.arange(E).reshape(E // 2, 2) if interleaved else torch.arange(E).reshape(2, E // 2).T
+    phi = positions.to(x.dtype)[:, None] * base ** (-2 * torch.arange(E // 2, dtype=x.dtype) / E)
+    c, s = phi.cos(), phi.sin()
+    R = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (n, E/2, 2, 2)
+    pairs = x[..., index]  # (..., n, E/2, 2)
+    turned = torch.einsum("npab,...npb->...npa", R, pairs)
+    out = torch.empty_like(x)
+    out[..., index] = turned
+    return out
+
+
+@implements("alibi_bias")
+def alibi_triple_loop(num_heads, n_q, n_k, alignment="top_left"):
+    # Python loops over heads, queries and keys; slopes from the paper's code (log2 form).
+    if alignment not in ("top_left", "bottom_right"):
+        raise ValueError(f"unknown alignment {alignment!r}")
+
+    def power_of_two_slopes(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**k for k in range(n)]
+
+    closest = 2 ** math.floor(math.log2(num_heads))
+    slopes = power_of_two_slopes(closest)
+    slopes += power_of_two_slopes(2 * closest)[0::2][: num_heads - closest]
+    offset = n_k - n_q if alignment == "bottom_right" else 0
+    bias = torch.empty(num_heads, n_q, n_k, dtype=torch.float64)
+    for h in range(num_heads):
+        for i in range(n_q):
+            for j in range(n_k):
+                gap = i + offset - j
+                bias[h, i, j] = -slopes[h] * gap if gap >= 0 else float("-inf")
+    return bias
+
+
+@implements("alibi_bias")
+def alibi_tril_and_where(num_heads, n_q, n_k, alignment="top_left"):
+    # Slopes as powers of a ratio, the causal part from torch.ones(...).tril(diagonal=offset).
+    if alignment not in ("top_left", "bottom_right"):
+        raise ValueError(f"unknown alignment {alignment!r}")
+    p = 1 << (num_heads.bit_length() - 1)  # the largest power of two <= num_heads
+    ratio, finer = 2.0 ** (-8.0 / p), 2.0 ** (-4.0 / p)
+    slopes = [ratio**k for k in range(1, p + 1)] + [finer ** (2 * k + 1) for k in range(num_heads - p)]
+    offset = n_k - n_q if alignment == "bottom_right" else 0
+    allowed = torch.ones(n_q, n_k, dtype=torch.bool).tril(diagonal=offset)
+    distance = torch.arange(n_q, dtype=torch.float64)[:, None] + offset - torch.arange(n_k, dtype=torch.float64)
+    bias = -torch.tensor(slopes, dtype=torch.float64).view(-1, 1, 1) * distance
+    return torch.where(allowed, bias, torch.tensor(float("-inf"), dtype=torch.float64))
+
+
+def _turn_complex(x, positions, interleaved):
+    E = x.shape[-1]
+    theta = 10000.0 ** (-torch.arange(0, E, 2, dtype=torch.float64) / E)
+    rotation = torch.polar(torch.ones(1, dtype=torch.float64), positions[:, None].double() * theta)
+    x64 = x.double()
+    if interleaved:
+        turned = torch.view_as_complex(x64.unflatten(-1, (E // 2, 2)).contiguous()) * rotation
+        return torch.view_as_real(turned).flatten(-2)
+    turned = torch.complex(x64[..., : E // 2], x64[..., E // 2 :]) * rotation
+    return torch.cat([turned.real, turned.imag], dim=-1)
+
+
+@implements("rope_attention")
+def rope_attention_complex_float64(query, key, value, interleaved=False):
+    # Rotations as complex products in float64, einsum scores, cast back at the end.
+    n_q, n_k = query.shape[-2], key.shape[-2]
+    q = _turn_complex(query, torch.arange(n_k - n_q, n_k), interleaved)
+    k = _turn_complex(key, torch.arange(n_k), interleaved)
+    scores = torch.einsum("...qd,...kd->...qk", q, k) / math.sqrt(query.shape[-1])
+    visible = torch.ones(n_q, n_k, dtype=torch.bool).tril(diagonal=n_k - n_q)
+    weights = torch.softmax(torch.where(visible, scores, float("-inf")), dim=-1)
+    return (weights @ value.double()).to(value.dtype)
+
+
+@implements("rope_attention")
+def rope_attention_positions_shifted_together(query, key, value, interleaved=False):
+    # Every position shifted by the same 7 (keys at 7 .. n_k + 6): only offsets matter, so
+    # the scores are the same. Scaled query first, then the mask as -inf by masked_fill.
+    n_q, n_k, E = query.shape[-2], key.shape[-2], query.shape[-1]
+    shift = 7
+    q = _turn_complex(query, torch.arange(n_k - n_q, n_k) + shift, interleaved).to(query.dtype)
+    k = _turn_complex(key, torch.arange(n_k) + shift, interleaved).to(key.dtype)
+    scores = (q / math.sqrt(E)) @ k.transpose(-2, -1)
+    future = torch.arange(n_k)[None, :] > torch.arange(n_q)[:, None] + (n_k - n_q)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ value
+
+
+# =======================================================================================
 # The tests
 # =======================================================================================
 

@@ -141,6 +141,21 @@ DELEGATIONS = {
     "blockwise_attention": lambda q, k, v, block_size: attncourse.efficient.blockwise_attention(
         q, k, v, block_size=block_size
     ),
+    "sinusoidal_encoding": lambda n, d, base=10000.0: attncourse.positions.sinusoidal_encoding(
+        n, d, base, dtype=torch.float64
+    ),
+    "rope": lambda x, positions, base=10000.0, interleaved=False: attncourse.positions.rope(
+        x, positions, base, interleaved
+    ),
+    "alibi_bias": lambda h, n_q, n_k, alignment="top_left": attncourse.positions.alibi_bias(
+        h, n_q, n_k, alignment=alignment, dtype=torch.float64
+    ),
+    "rope_attention": lambda q, k, v, interleaved=False: F.scaled_dot_product_attention(
+        attncourse.positions.rope(q, torch.arange(k.shape[-2] - q.shape[-2], k.shape[-2])),
+        attncourse.positions.rope(k),
+        v,
+        attn_mask=attncourse.masks.causal_mask(q.shape[-2], k.shape[-2], alignment="bottom_right"),
+    ),
 }
 
 

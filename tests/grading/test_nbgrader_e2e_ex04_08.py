@@ -1,4 +1,4 @@
-"""ex04-ex08 end to end with the real nbgrader and its gradebook.
+"""ex04-ex09 end to end with the real nbgrader and its gradebook.
 
 One submission per assignment, mixing right and wrong answers written the way a student
 would write them: the reference solution of some tasks, and for the others the reference
@@ -72,8 +72,21 @@ ANSWERS = {
         "plot_attention": None,
     },
     "ex08_efficient_attention": {
-        "online_softmax": mistake_answer("online_softmax", "running_sum_not_rescaled", "online_softmax"),
+        "online_softmax": _edited(
+            "ex08_efficient_attention", "online_softmax", "running_sum * torch.exp(running_max - new_max)", "running_sum"
+        ),
         "blockwise_attention": PLAIN_ATTENTION_AS_BLOCKWISE,
+    },
+    "ex09_positions": {
+        "sinusoidal_encoding": None,
+        "rope": _edited("ex09_positions", "rope", "turned_a = a * cos - b * sin", "turned_a = a * cos + b * sin"),
+        "alibi_bias": mistake_answer("alibi_bias", "alibi_power_of_two_rule_ignored", "alibi_bias"),
+        "rope_attention": _edited(
+            "ex09_positions",
+            "rope_attention",
+            "torch.softmax(scores, dim=-1) @ value",
+            "torch.softmax(scores, dim=-1) @ turn(value, torch.arange(n_k))",  # values rotated
+        ),
     },
 }
 

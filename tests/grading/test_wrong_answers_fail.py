@@ -1188,6 +1188,197 @@ def blockwise_blocks_on_axis_1(query, key, value, block_size):
 
 
 # =======================================================================================
+# ex09_positions: sinusoidal_encoding, rope, alibi_bias, rope_attention
+# =======================================================================================
+
+
+# Angles computed in float32 (torch.arange's default) and cast to float64 at the end:
+# right only to float32 precision.
+@wrong("sinusoidal_encoding")
+def sinusoidal_angles_in_float32(n, d, base=10000.0):
+    theta = base ** (-2 * torch.arange(d // 2) / d)  # float32
+    angles = torch.arange(n)[:, None] * theta
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2).to(torch.float64)
+
+
+# Divides by d - 1 instead of d in the exponent (the last pair reaches 1/base exactly).
+@wrong("sinusoidal_encoding")
+def sinusoidal_exponent_over_d_minus_1(n, d, base=10000.0):
+    pair = torch.arange(d // 2, dtype=torch.float64)
+    angles = torch.arange(n, dtype=torch.float64)[:, None] * base ** (-2 * pair / (d - 1))
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+# Operator precedence: base ** (-2 * i) / d instead of base ** (-2 * i / d).
+@wrong("sinusoidal_encoding")
+def sinusoidal_precedence_slip(n, d, base=10000.0):
+    pair = torch.arange(d // 2, dtype=torch.float64)
+    angles = torch.arange(n, dtype=torch.float64)[:, None] * (base ** (-2 * pair) / d)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+# Sines only: the odd features repeat the sine instead of the cosine.
+@wrong("sinusoidal_encoding")
+def sinusoidal_sines_only(n, d, base=10000.0):
+    pair = torch.arange(d // 2, dtype=torch.float64)
+    angles = torch.arange(n, dtype=torch.float64)[:, None] * base ** (-2 * pair / d)
+    return angles.sin().repeat_interleave(2, dim=-1)
+
+
+def _turn(a, b, phi):
+    return a * phi.cos() - b * phi.sin(), a * phi.sin() + b * phi.cos()
+
+
+# Slices the features on axis 1: right for a 2-d x (n, E), wrong with batch dimensions.
+@wrong("rope")
+def rope_slices_axis_1(x, positions, base=10000.0, interleaved=False):
+    E = x.shape[-1]
+    if E % 2 or (positions < 0).any():
+        raise ValueError("bad input")
+    phi = positions.to(x.dtype)[:, None] * base ** (-2 * torch.arange(E // 2, dtype=x.dtype) / E)
+    if interleaved:
+        a, b = x[:, 0::2], x[:, 1::2]
+        return torch.stack(_turn(a, b, phi), dim=-1).flatten(-2)
+    a, b = x[:, : E // 2], x[:, E // 2 :]
+    return torch.cat(_turn(a, b, phi), dim=-1)
+
+
+# Never checks the positions: a negative one is rotated backwards instead of refused.
+# (visible: passes)
+@wrong("rope")
+def rope_accepts_negative_positions(x, positions, base=10000.0, interleaved=False):
+    E = x.shape[-1]
+    if E % 2:
+        raise ValueError("E must be even")
+    phi = positions.to(x.dtype)[:, None] * base ** (-2 * torch.arange(E // 2, dtype=x.dtype) / E)
+    if interleaved:
+        return torch.stack(_turn(x[..., 0::2], x[..., 1::2], phi), dim=-1).flatten(-2)
+    return torch.cat(_turn(x[..., : E // 2], x[..., E // 2 :], phi), dim=-1)
+
+
+# Writes the rotated halves back into x itself (changes its input).
+@wrong("rope")
+def rope_in_place(x, positions, base=10000.0, interleaved=False):
+    E = x.shape[-1]
+    if E % 2 or (positions < 0).any():
+        raise ValueError("bad input")
+    phi = positions.to(x.dtype)[:, None] * base ** (-2 * torch.arange(E // 2, dtype=x.dtype) / E)
+    first, second = (slice(0, None, 2), slice(1, None, 2)) if interleaved else (slice(0, E // 2), slice(E // 2, None))
+    a, b = _turn(x[..., first], x[..., second], phi)
+    x[..., first], x[..., second] = a, b
+    return x
+
+
+# The frequencies in float32 (torch.arange's default dtype): float64 only to 1e-7.
+@wrong("rope")
+def rope_theta_in_float32(x, positions, base=10000.0, interleaved=False):
+    E = x.shape[-1]
+    if E % 2 or (positions < 0).any():
+        raise ValueError("bad input")
+    theta = (base ** (-2 * torch.arange(E // 2) / E)).to(x.dtype)
+    phi = positions.to(x.dtype)[:, None] * theta
+    if interleaved:
+        return torch.stack(_turn(x[..., 0::2], x[..., 1::2], phi), dim=-1).flatten(-2)
+    return torch.cat(_turn(x[..., : E // 2], x[..., E // 2 :], phi), dim=-1)
+
+
+def _slopes(h):
+    power = 2 ** int(math.log2(h))
+    first = [2.0 ** (-8.0 * k / power) for k in range(1, power + 1)]
+    second = [2.0 ** (-4.0 * k / power) for k in range(1, 2 * power + 1)]
+    return first + second[0::2][: h - power]
+
+
+def _alibi_from(slopes, n_q, n_k, offset, dtype=torch.float64):
+    distance = torch.arange(n_q, dtype=dtype)[:, None] + offset - torch.arange(n_k, dtype=dtype)
+    bias = -torch.tensor(slopes, dtype=dtype)[:, None, None] * distance
+    return bias.masked_fill(distance < 0, float("-inf"))
+
+
+# The bottom-right offset with the wrong sign: n_q - n_k instead of n_k - n_q.
+@wrong("alibi_bias")
+def alibi_offset_sign(num_heads, n_q, n_k, alignment="top_left"):
+    if alignment not in ("top_left", "bottom_right"):
+        raise ValueError(alignment)
+    offset = n_q - n_k if alignment == "bottom_right" else 0
+    return _alibi_from(_slopes(num_heads), n_q, n_k, offset)
+
+
+# Precedence slip: 2 ** (-8 / h) ** k is 2 ** ((-8 / h) ** k), not (2 ** (-8 / h)) ** k.
+@wrong("alibi_bias")
+def alibi_power_precedence(num_heads, n_q, n_k, alignment="top_left"):
+    if alignment not in ("top_left", "bottom_right"):
+        raise ValueError(alignment)
+    offset = n_k - n_q if alignment == "bottom_right" else 0
+    slopes = [2 ** (-8 / num_heads) ** k for k in range(1, num_heads + 1)]
+    return _alibi_from(slopes, n_q, n_k, offset)
+
+
+# Built in float32 (torch.tensor's default for Python floats): the wrong dtype.
+@wrong("alibi_bias")
+def alibi_in_float32(num_heads, n_q, n_k, alignment="top_left"):
+    if alignment not in ("top_left", "bottom_right"):
+        raise ValueError(alignment)
+    offset = n_k - n_q if alignment == "bottom_right" else 0
+    return _alibi_from(_slopes(num_heads), n_q, n_k, offset, dtype=torch.float32)
+
+
+# Distances from arange(n_q) on both axes: right only when n_q == n_k.
+@wrong("alibi_bias")
+def alibi_square_only(num_heads, n_q, n_k, alignment="top_left"):
+    if alignment not in ("top_left", "bottom_right"):
+        raise ValueError(alignment)
+    return _alibi_from(_slopes(num_heads), n_q, n_q, 0)
+
+
+def _rope_pairs(x, positions, interleaved):
+    E = x.shape[-1]
+    phi = positions.to(x.dtype)[:, None] * 10000.0 ** (-2 * torch.arange(E // 2, dtype=x.dtype) / E)
+    if interleaved:
+        return torch.stack(_turn(x[..., 0::2], x[..., 1::2], phi), dim=-1).flatten(-2)
+    return torch.cat(_turn(x[..., : E // 2], x[..., E // 2 :], phi), dim=-1)
+
+
+def _decode(query, key, value, interleaved, *, scale=True, dim=-1, transpose=None):
+    n_q, n_k = query.shape[-2], key.shape[-2]
+    q = _rope_pairs(query, torch.arange(n_k - n_q, n_k), interleaved)
+    k = _rope_pairs(key, torch.arange(n_k), interleaved)
+    k_t = k.transpose(-2, -1) if transpose is None else transpose(k)
+    scores = q @ k_t / (math.sqrt(query.shape[-1]) if scale else 1.0)
+    future = torch.arange(n_k)[None, :] > torch.arange(n_q)[:, None] + (n_k - n_q)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=dim) @ value
+
+
+# Forgets the 1/sqrt(d_k) of scaled dot-product attention.
+@wrong("rope_attention")
+def rope_attention_unscaled(query, key, value, interleaved=False):
+    return _decode(query, key, value, interleaved, scale=False)
+
+
+# Softmax over the queries (dim=-2) instead of the keys.
+@wrong("rope_attention")
+def rope_attention_softmax_over_queries(query, key, value, interleaved=False):
+    return _decode(query, key, value, interleaved, dim=-2)
+
+
+# key.T reverses every axis of a batched key: right only for 2-d inputs.
+@wrong("rope_attention")
+def rope_attention_key_T(query, key, value, interleaved=False):
+    return _decode(query, key, value, interleaved, transpose=lambda k: k.T if k.dim() == 2 else k.permute(*range(k.dim() - 1, -1, -1)))
+
+
+# The keys rotated at the queries' positions too (n_k - n_q ...): wrong whenever n_q < n_k.
+@wrong("rope_attention")
+def rope_attention_keys_from_the_query_offset(query, key, value, interleaved=False):
+    n_q, n_k = query.shape[-2], key.shape[-2]
+    q = _rope_pairs(query, torch.arange(n_k - n_q, n_k), interleaved)
+    k = _rope_pairs(key, torch.arange(n_k) + (n_k - n_q), interleaved)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(query.shape[-1])
+    future = torch.arange(n_k)[None, :] > torch.arange(n_q)[:, None] + (n_k - n_q)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ value
+
+
+# =======================================================================================
 # The tests
 # =======================================================================================
 

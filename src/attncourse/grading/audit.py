@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Reductions whose use over a whole row gives the two-pass method away.
 _ROW_REDUCTIONS = frozenset({"max", "amax", "sum", "nansum", "logsumexp"})
@@ -43,6 +44,30 @@ class OpRecord:
     arg_shapes: tuple[tuple[int, ...] | None, ...]
     dim: Any
     output_shapes: tuple[tuple[int, ...], ...]
+
+    def to_plain(self) -> dict:
+        """The record as plain data, to cross the sandbox boundary."""
+        return {
+            "name": self.name,
+            "arg_shapes": [None if s is None else list(s) for s in self.arg_shapes],
+            "dim": self.dim if _plain_dim(self.dim) else repr(self.dim),
+            "output_shapes": [list(s) for s in self.output_shapes],
+        }
+
+    @classmethod
+    def from_plain(cls, data: Any) -> "OpRecord":
+        """Rebuild a record sent by the sandbox; ValueError when it is malformed."""
+        if type(data) is not dict:
+            raise ValueError("an op record must be a dict")
+        name, dim = data.get("name"), data.get("dim")
+        if type(name) is not str or not _plain_dim(dim) and type(dim) is not str:
+            raise ValueError("malformed op record")
+        return cls(
+            name=name[:200],
+            arg_shapes=tuple(None if s is None else _shape_of(s) for s in _list(data.get("arg_shapes"))),
+            dim=tuple(dim) if type(dim) is list else dim,
+            output_shapes=tuple(_shape_of(s) for s in _list(data.get("output_shapes"))),
+        )
 
     @property
     def short_name(self) -> str:
@@ -66,6 +91,24 @@ class OpRecord:
         dims = self.dim if isinstance(self.dim, (tuple, list)) else (self.dim,)
         last = len(shape) - 1
         return any(isinstance(d, int) and d % len(shape) == last for d in dims)
+
+
+def _plain_dim(dim: Any) -> bool:
+    if dim is None or type(dim) is int:
+        return True
+    return type(dim) in (tuple, list) and all(type(d) is int for d in dim)
+
+
+def _list(value: Any) -> list:
+    if type(value) is not list or len(value) > 64:
+        raise ValueError("malformed op record")
+    return value
+
+
+def _shape_of(value: Any) -> tuple[int, ...]:
+    if type(value) is not list or len(value) > 16 or not all(type(s) is int for s in value):
+        raise ValueError("malformed shape in an op record")
+    return tuple(value)
 
 
 def _shape(value) -> tuple[int, ...] | None:
@@ -102,23 +145,56 @@ class OpLog(TorchFunctionMode):
         return result
 
 
+class AtenRecorder(TorchDispatchMode):
+    """Context manager recording which of the ``watched`` aten operators ran inside it.
+
+    It sits at torch's dispatcher, below every Python-level name: ``torch.softmax``,
+    ``F.softmax``, ``Tensor.softmax``, ``nn.Softmax``, ``torch.ops.aten._softmax`` and
+    ``torch._C._VariableFunctions.softmax`` all arrive as ``aten::_softmax``. ``calls``
+    lists ``aten::<name>`` once per operator seen.
+    """
+
+    def __init__(self, watched: frozenset[str]) -> None:
+        super().__init__()
+        self.watched = watched
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.watched and f"aten::{name}" not in self.calls:
+            self.calls.append(f"aten::{name}")
+        return func(*args, **(kwargs or {}))
+
+
 # ---------------------------------------------------------------------------------------
 # Audits of the efficient-attention exercise
 # ---------------------------------------------------------------------------------------
 
 # A block may be widened by this many columns of carried statistics (max, sum).
 _CARRIED_COLUMNS = 2
-_MAXIMA = frozenset({"max", "amax"})
 _EXPONENTIALS = frozenset({"exp", "exp_"})
+# Calls that find or use a maximum: reductions (max, amax), element-wise maxima (maximum,
+# fmax, max(a, b)) and the comparisons a running maximum can be written with (where, gt...).
+_MAXIMUM_LIKE = frozenset(
+    {
+        "max", "amax", "maximum", "fmax", "argmax", "where", "gt", "ge", "lt", "le",
+        "greater", "greater_equal", "less", "less_equal", "clamp", "clamp_min", "clip",
+        "sort", "topk", "kthvalue", "__gt__", "__ge__", "__lt__", "__le__",
+    }
+)
 
 
 def _two_passes(records: Sequence[OpRecord]) -> bool:
-    """True when no maximum is taken after the first exponential: every block's maximum
-    was found before any block was exponentiated, which is a pass of its own."""
+    """True when nothing finds or uses a maximum after the first exponential: every
+    block's maximum was found before any block was exponentiated, which is a pass of its
+    own. A one-pass method updates its running maximum after exponentiating the first
+    block, whether with a reduction (``block.amax(-1)``), element-wise
+    (``torch.maximum(m, column)``) or with a comparison (``torch.where(block > m, ...)``).
+    """
     first_exp = next((i for i, r in enumerate(records) if r.short_name in _EXPONENTIALS), None)
     if first_exp is None:
         return False
-    return not any(r.short_name in _MAXIMA and r.is_reduction() for r in records[first_exp:])
+    return not any(r.short_name in _MAXIMUM_LIKE for r in records[first_exp:])
 
 
 _TWO_PASSES_MESSAGE = (

@@ -30,6 +30,12 @@ from .assignments.ex08_efficient_attention import (
     check_blockwise_attention,
     check_online_softmax,
 )
+from .assignments.ex09_positions import (
+    check_alibi_bias,
+    check_rope,
+    check_rope_attention,
+    check_sinusoidal_encoding,
+)
 
 __all__ = [
     "check_stable_softmax",
@@ -51,4 +57,8 @@ __all__ = [
     "check_plot_attention",
     "check_online_softmax",
     "check_blockwise_attention",
+    "check_sinusoidal_encoding",
+    "check_rope",
+    "check_alibi_bias",
+    "check_rope_attention",
 ]

@@ -12,7 +12,9 @@ cell 0 when it does).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -20,8 +22,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .audit import OpLog, OpRecord
-from .tripwire import Tripwire
+from .audit import AtenRecorder, OpLog, OpRecord
+from .sandbox.wire import Foreign
+from .tripwire import Tripwire, aten_ops_for
 
 SUITES = ("visible", "hidden")
 
@@ -86,6 +89,14 @@ class Task:
         adapt: optional; turns what the notebook defines (a class, or a function whose
             arguments are objects a case cannot hold) into a callable with the
             reference's signature. ``run_task_check`` applies it to the student's object.
+        probe, interpret: optional, for tasks whose result is not plain data (a matplotlib
+            Axes, a layer left with hooks). In the sandbox, ``probe(student_object)`` is
+            called like the reference and returns a plain-data *description* (tensors,
+            strings, booleans); on the trusted side, ``interpret(description, case)`` judges
+            it against the case and returns the value to compare (or raises, as the
+            student's call would).
+            ``adapt`` must equal ``interpret`` after ``probe``. Without them, ``adapt`` is
+            the probe and values are compared as they come.
         audit: optional; for tasks that ask for a method, not only a result. Called as
             ``audit(case, records)`` with the torch calls the student's function made on
             that case (see :mod:`attncourse.grading.audit`); returns a message when the
@@ -101,6 +112,19 @@ class Task:
     chapter: str = ""
     adapt: Callable[[Any], Callable] | None = None
     audit: Callable[[Case, Sequence[OpRecord]], str | None] | None = None
+    probe: Callable[[Any], Callable] | None = None
+    interpret: Callable[[Any, Case], Any] | None = None
+    memory_audit: "MemoryAudit | None" = None
+
+    @property
+    def forbidden_ops(self) -> frozenset[str]:
+        """The aten operators that give delegation away (see ``tripwire.aten_ops_for``)."""
+        return aten_ops_for(self.forbidden)
+
+    @property
+    def sandbox_probe(self) -> Callable[[Any], Callable] | None:
+        """What the sandbox wraps the student's object in: ``probe``, else ``adapt``."""
+        return self.probe if self.probe is not None else self.adapt
 
     def cases(self, suite: str) -> list[Case]:
         if suite not in SUITES:
@@ -108,6 +132,75 @@ class Task:
         if suite == "visible":
             return [c for c in self.make_cases(0) if c.visible]
         return self.make_cases(1)
+
+    def graded_cases(self, suite: str, fresh_seed: int) -> list[Case]:
+        """The cases the trusted grader runs: the suite's, and for the hidden suite the
+        cases of ``make_cases(fresh_seed)`` whose inputs differ from those (new random
+        numbers, drawn at grading time, so that answers looked up from the published
+        cases fail)."""
+        cases = self.cases(suite)
+        if suite != "hidden":
+            return cases
+        fresh = [
+            Case(f"{c.name} (numbers drawn at grading time)", c.args, c.kwargs, c.visible, c.raises)
+            for c in self.make_cases(fresh_seed)
+            if not any(_same_inputs(c, known) for known in cases)
+        ]
+        return cases + fresh
+
+
+@dataclass(frozen=True)
+class MemoryAudit:
+    """A method audit measured from outside the student's process.
+
+    The trusted grader runs ``make_case(seed)`` once, in a fresh sandbox holding only the
+    set-up cell and the cells that define the student's function, and reads the sandbox's
+    peak resident memory from the operating system. ``limit(case)`` is the largest
+    growth, in bytes, a right method can need; ``message(case, peak)`` explains a breach.
+    """
+
+    make_case: Callable[[int], Case]
+    limit: Callable[[Case], int]
+    message: Callable[[Case, int], str]
+
+
+@dataclass
+class TaskRun:
+    """What the student's object did on every case of a check, as the trusted side sees it.
+
+    ``outcomes`` and ``op_logs`` have one entry per case. ``delegations`` names forbidden
+    functions or operators the calls reached. ``refusal`` is a complete failure message
+    decided before any value was compared (the static read of the answer's code);
+    ``peak_growth`` is the memory growth measured for the task's memory audit, in bytes,
+    and ``memory_problem`` what went wrong on its large case, if anything;
+    ``notes`` are lines for the instructor's review, printed after the verdict.
+    """
+
+    outcomes: list[Outcome]
+    op_logs: list[list[OpRecord]]
+    delegations: list[str] = field(default_factory=list)
+    refusal: str | None = None
+    peak_growth: int | None = None
+    memory_problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class RemoteObject:
+    """Base of the trusted side's stand-in for a name defined in a sandboxed notebook.
+
+    A check given a ``RemoteObject`` runs the task in the sandbox through it
+    (``run_task``) instead of calling it in this process; see
+    :mod:`attncourse.grading.engine`.
+    """
+
+    name: str
+
+    def kind(self) -> str | None:
+        """None when the object is callable; otherwise how to describe it in a message."""
+        raise NotImplementedError
+
+    def run_task(self, task: "Task", cases: list[Case], suite: str) -> TaskRun:
+        raise NotImplementedError
 
 
 TASKS: dict[str, Task] = {}
@@ -177,6 +270,20 @@ def _changed_input(fn: Callable, case: Case, args: tuple, kwargs: dict) -> str |
     return None
 
 
+def _same_inputs(a: Case, b: Case) -> bool:
+    """True when two cases have equal arguments (tensors equal entry for entry)."""
+    if len(a.args) != len(b.args) or set(a.kwargs) != set(b.kwargs):
+        return False
+    pairs = list(zip(a.args, b.args)) + [(a.kwargs[k], b.kwargs[k]) for k in a.kwargs]
+    for x, y in pairs:
+        if isinstance(y, torch.Tensor):
+            if not _same_tensor(x, y):
+                return False
+        elif isinstance(x, torch.Tensor) or x != y:
+            return False
+    return True
+
+
 def _same_tensor(a, b: torch.Tensor) -> bool:
     """Equal shape, dtype and entries, NaN equal to NaN."""
     if not isinstance(a, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
@@ -199,6 +306,8 @@ def split_result(task: Task, value) -> list[Any]:
 
 
 def _kind_of(value) -> str:
+    if isinstance(value, Foreign):  # an object the sandbox could only describe
+        return f"{value.type_name} {value.text}"[:120]
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} items"
     if isinstance(value, torch.Tensor):
@@ -310,31 +419,120 @@ def _report_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
 
 
 def run_task_check(task_name: str, student_fn: Callable, suite: str = "visible") -> None:
-    """Grade ``student_fn`` as the task ``task_name``; raise AssertionError on failure."""
+    """Grade ``student_fn`` as the task ``task_name``; raise AssertionError on failure.
+
+    ``student_fn`` is the student's object in this process (the notebook's own visible
+    test cells, and the library's tests), or a :class:`RemoteObject` standing for it in
+    a sandbox (the trusted grader). The verdict is decided here either way.
+    """
     task = TASKS[task_name]
-    if task.adapt is not None and callable(student_fn):
-        student_fn = task.adapt(student_fn)
-    cases = task.cases(suite)
+    seed = grading_seed() if isinstance(student_fn, RemoteObject) else None
+    cases, expected = expected_outcomes(task_name, suite, seed)
+    notes: list[str] = []
     with quiet_output():
-        failure = _find_failure(task, student_fn, cases, suite)
+        failure, notes = _find_failure(task, student_fn, cases, expected, suite)
     if failure is None:
         print(f"passed: {task.function_name} ({suite} tests, {len(cases)} cases)")
+        for note in notes:
+            print(f"review: {note}")
         return
+    if notes:
+        failure += "\n" + "\n".join(f"review: {note}" for note in notes)
     raise AssertionError(failure)
 
 
-def _find_failure(task: Task, student_fn: Callable, cases: list[Case], suite: str) -> str | None:
-    if not callable(student_fn):
-        return f"{task.function_name} must be a function, got {_kind_of(student_fn)}"
-    expected = [call(task.reference, case) for case in cases]
-    got, logs = [], []
-    with Tripwire(task.forbidden, student_fn) as wire:
-        for case in cases:
-            with OpLog() if task.audit is not None else contextlib.nullcontext() as log:
-                got.append(call(student_fn, case))
-            logs.append(log.records if log is not None else [])
-    if wire.calls:
-        return delegation_message(task, wire.calls)
+@functools.lru_cache(maxsize=64)
+def expected_outcomes(task_name: str, suite: str, fresh_seed: int | None = None) -> tuple[list[Case], list[Outcome]]:
+    """The cases of a suite and the reference's outcome on each, computed once per process.
+
+    With ``fresh_seed`` (the trusted grader), the hidden suite also has cases drawn from
+    that seed (``Task.graded_cases``). Callers must not change the returned tensors
+    (``call`` gives every function fresh copies of the inputs, and comparisons only read
+    the outcomes).
+    """
+    task = TASKS[task_name]
+    cases = task.cases(suite) if fresh_seed is None else task.graded_cases(suite, fresh_seed)
+    return cases, [call(task.reference, case) for case in cases]
+
+
+_GRADING_SEED: list[int] = []
+
+
+def grading_seed() -> int:
+    """The seed of the hidden cases drawn at grading time: random, once per process, or
+    the integer in the environment variable ``ATTNCOURSE_GRADING_SEED`` (to reproduce a
+    grading run exactly)."""
+    if not _GRADING_SEED:
+        chosen = os.environ.get("ATTNCOURSE_GRADING_SEED", "").strip()
+        _GRADING_SEED.append(int(chosen) if chosen else 2 + int.from_bytes(os.urandom(4), "little"))
+    return _GRADING_SEED[0]
+
+
+def call_recorded(
+    target: Any,
+    case: Case,
+    *,
+    probe: Callable[[Any], Callable] | None = None,
+    forbidden: Sequence[str] = (),
+    forbidden_ops: frozenset[str] = frozenset(),
+    record_ops: bool = False,
+) -> tuple[Outcome, list[OpRecord], list[str]]:
+    """Call the student's object on one case, recording what a check needs to know.
+
+    ``probe`` (a task's adapter) wraps the object first. Returns the outcome, the torch
+    calls made (when ``record_ops``) and the forbidden names or aten operators reached.
+    The same function runs in a local check and, for the trusted grader, in the sandbox.
+    """
+    fn = probe(target) if probe is not None else target
+    with Tripwire(forbidden, fn) as wire:
+        aten = AtenRecorder(forbidden_ops) if forbidden_ops else contextlib.nullcontext()
+        with aten as recorder, OpLog() if record_ops else contextlib.nullcontext() as log:
+            outcome = call(fn, case)
+    calls = list(wire.calls) + (recorder.calls if recorder is not None else [])
+    return outcome, (log.records if log is not None else []), calls
+
+
+def run_locally(task: Task, student_fn: Callable, cases: list[Case]) -> TaskRun:
+    """Run the student's object on every case in this process."""
+    outcomes, logs, calls = [], [], []
+    for case in cases:
+        outcome, records, reached = call_recorded(
+            student_fn,
+            case,
+            probe=task.adapt,
+            forbidden=task.forbidden,
+            forbidden_ops=task.forbidden_ops,
+            record_ops=task.audit is not None,
+        )
+        outcomes.append(outcome)
+        logs.append(records)
+        calls += [name for name in reached if name not in calls]
+    return TaskRun(outcomes, logs, calls)
+
+
+def _find_failure(
+    task: Task, student_fn: Any, cases: list[Case], expected: list[Outcome], suite: str
+) -> tuple[str | None, list[str]]:
+    """(failure message or None, review notes)."""
+    if isinstance(student_fn, RemoteObject):
+        kind = student_fn.kind()
+        if kind is not None:
+            return f"{task.function_name} must be a function, got {kind}", []
+        run = student_fn.run_task(task, cases, suite)
+    elif not callable(student_fn):
+        return f"{task.function_name} must be a function, got {_kind_of(student_fn)}", []
+    else:
+        run = run_locally(task, student_fn, cases)
+    return judge(task, cases, expected, run, suite), run.notes
+
+
+def judge(task: Task, cases: list[Case], expected: list[Outcome], run: TaskRun, suite: str) -> str | None:
+    """The verdict on a run: None when it passes, else the failure message."""
+    if run.refusal is not None:
+        return run.refusal
+    if run.delegations:
+        return delegation_message(task, run.delegations)
+    got, logs = run.outcomes, run.op_logs
     for index, (case, want, have) in enumerate(zip(cases, expected, got)):
         problem = compare(task, want, have, case.raises)
         if problem is not None:
@@ -346,6 +544,12 @@ def _find_failure(task: Task, student_fn: Callable, cases: list[Case], suite: st
             problem = task.audit(case, records)
             if problem is not None:
                 return method_message(task, case, problem)
+    if task.memory_audit is not None and run.memory_problem is not None:
+        return method_message(task, task.memory_audit.make_case(0), run.memory_problem)
+    if task.memory_audit is not None and run.peak_growth is not None:
+        case = task.memory_audit.make_case(0)
+        if run.peak_growth > task.memory_audit.limit(case):
+            return method_message(task, case, task.memory_audit.message(case, run.peak_growth))
     return None
 
 

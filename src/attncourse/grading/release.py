@@ -72,11 +72,21 @@ def test_cells(notebook: nbformat.NotebookNode) -> list[dict]:
     return cells
 
 
+def locked_cells(notebook: nbformat.NotebookNode) -> list[dict]:
+    """The course's other locked code cells (the set-up cell): grade_id and source."""
+    cells = []
+    for cell in notebook.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("locked") and not meta.get("grade") and cell.cell_type == "code":
+            cells.append({"grade_id": meta["grade_id"], "source": cell.source})
+    return cells
+
+
 def hidden_tests_data(source_notebook: Path) -> dict:
     """What the self-study edition ships for one assignment."""
     nb = nbformat.read(str(source_notebook), as_version=4)
     name = nb.metadata.get("attncourse", {}).get("assignment", source_notebook.stem)
-    return {"assignment": name, "test_cells": test_cells(nb)}
+    return {"assignment": name, "test_cells": test_cells(nb), "locked_cells": locked_cells(nb)}
 
 
 def write_data(names: list[str], source_dir: Path, data_dir: Path) -> None:

@@ -1,11 +1,12 @@
 """``attncourse check NOTEBOOK``: grade an exercise notebook without nbgrader.
 
-The self-study edition of the exercises: the notebook is executed in a fresh kernel
-(nbclient) after its test cells are replaced by the ones shipped with the package
-(``attncourse/grading/data/<assignment>.json``, hidden tests included), exactly as
-nbgrader's autograde restores them. A test cell scores its points when it runs without
-an error and without writing to stderr, the rule nbgrader applies. Every cell has a
-timeout, after which the kernel is interrupted; Ctrl-C shuts the kernel down.
+The self-study edition of the exercises, on the same engine as ``nbgrader autograde``
+(:mod:`attncourse.grading.engine`): the notebook's test cells are replaced by the ones
+shipped with the package (``attncourse/grading/data/<assignment>.json``, hidden tests
+included), exactly as nbgrader's autograde restores them from its gradebook; the
+notebook's own code runs in a sandbox, and the checks run in this process. A test cell
+scores its points when its check passes (nbgrader's rule on the outputs the engine
+writes). Every cell has a timeout; Ctrl-C stops the sandbox.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ SETUP_TIMEOUT = 300
 
 
 def cell_timeout(default: float, setup: float = SETUP_TIMEOUT):
-    """nbclient ``timeout_func``: ``default`` seconds per cell, more for the set-up cell."""
+    """Cell timeouts: ``default`` seconds per cell, more for the set-up cell."""
 
     def timeout_for(cell) -> int:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup":
@@ -53,7 +54,10 @@ class NotebookResult:
     path: str
     assignment: str
     tests: list[TestResult]
-    problem: str = ""  # something that stopped the run (kernel died, interrupted)
+    problem: str = ""  # something that stopped the run (the sandbox could not start)
+    lost_cells: list[str] = field(default_factory=list)  # cells stopped by a crash or timeout
+    review: list[str] = field(default_factory=list)  # notes for an instructor's review
+    warnings: list[str] = field(default_factory=list)  # isolation weaker than asked for
 
     @property
     def score(self) -> float:
@@ -68,12 +72,18 @@ class NotebookResult:
         return not self.problem and bool(self.tests) and all(t.passed for t in self.tests)
 
 
-def shipped_tests(assignment: str) -> list[dict] | None:
-    """The test cells shipped with the package for ``assignment``, or None."""
+def shipped_data(assignment: str) -> dict | None:
+    """What the package ships for ``assignment`` (test cells and locked cells), or None."""
     resource = resources.files("attncourse.grading") / "data" / f"{assignment}.json"
     if not resource.is_file():
         return None
-    return json.loads(resource.read_text(encoding="utf-8"))["test_cells"]
+    return json.loads(resource.read_text(encoding="utf-8"))
+
+
+def shipped_tests(assignment: str) -> list[dict] | None:
+    """The test cells shipped with the package for ``assignment``, or None."""
+    data = shipped_data(assignment)
+    return None if data is None else data["test_cells"]
 
 
 def _grade_id(cell) -> str | None:
@@ -119,66 +129,29 @@ def _hints(evalue: str) -> list[str]:
     return hints
 
 
-def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float) -> str:
-    """Run every cell; return '' or what stopped the run. Never leaves a kernel behind."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
+def grade_notebook(path: Path, timeout: float, isolation: str = "auto") -> NotebookResult:
+    from .engine import NotebookGrader
+    from .sandbox.isolation import Policy, SandboxError
 
-    client = NotebookClient(
-        nb,
-        timeout=int(timeout),
-        timeout_func=cell_timeout(timeout),
-        allow_errors=True,
-        interrupt_on_timeout=True,
-        kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
-        resources={"metadata": {"path": str(workdir)}},
-        shutdown_kernel="immediate",
-    )
-    try:
-        client.execute()
-    except DeadKernelError as exc:
-        if _interrupted(client):
-            raise KeyboardInterrupt from exc
-        return f"the kernel died: {exc}"
-    except KeyboardInterrupt:
-        _shutdown(client)
-        raise
-    except Exception as exc:  # noqa: BLE001 - report, do not crash the command
-        _shutdown(client)
-        if _interrupted(client):
-            raise KeyboardInterrupt from exc
-        return f"the notebook could not be run: {type(exc).__name__}: {exc}"
-    if _interrupted(client):
-        raise KeyboardInterrupt
-    return ""
-
-
-def _interrupted(client) -> bool:
-    """True when Ctrl-C (SIGINT or SIGTERM) reached nbclient, which then shut the kernel
-    down itself (it records that cleanup as ``_async_cleanup_kernel_future``)."""
-    return getattr(client, "_async_cleanup_kernel_future", None) is not None
-
-
-def _shutdown(client) -> None:
-    km = getattr(client, "km", None)
-    if km is None:
-        return
-    try:
-        from jupyter_core.utils import run_sync
-
-        run_sync(km.shutdown_kernel)(now=True)
-    except Exception:  # noqa: BLE001 - best effort: the kernel may be gone already
-        pass
-
-
-def grade_notebook(path: Path, timeout: float) -> NotebookResult:
     nb = nbformat.read(str(path), as_version=4)
     assignment = nb.metadata.get("attncourse", {}).get("assignment", path.stem)
-    tests = shipped_tests(assignment)
-    if tests is None:
+    data = shipped_data(assignment)
+    if data is None:
         return NotebookResult(str(path), assignment, [], f"no shipped tests for {assignment!r}")
+    tests = data["test_cells"]
     missing = prepare(nb, tests)
-    problem = execute(nb, path.parent.resolve(), timeout)
+    grader = NotebookGrader(
+        nb,
+        {t["grade_id"]: t["source"] for t in tests},
+        instructor_cells={c["grade_id"]: c["source"] for c in data.get("locked_cells", [])},
+        policy=Policy(isolation=isolation),
+        timeout_for=cell_timeout(timeout),
+        notebook_name=path.name,
+    )
+    try:
+        report = grader.grade()
+    except SandboxError as exc:
+        return NotebookResult(str(path), assignment, [], f"the sandbox could not run the notebook: {exc}")
     cells = {_grade_id(c): c for c in nb.cells if _grade_id(c)}
     results = []
     for test in tests:
@@ -189,7 +162,9 @@ def grade_notebook(path: Path, timeout: float) -> NotebookResult:
             passed, message, hints = judge_cell(cells[test["grade_id"]])
         points = test["points"] if passed else 0
         results.append(TestResult(test["grade_id"], task, suite, points, test["points"], passed, message, hints))
-    return NotebookResult(str(path), assignment, results, problem)
+    return NotebookResult(
+        str(path), assignment, results, lost_cells=report.problems, review=report.review, warnings=report.warnings
+    )
 
 
 def format_table(result: NotebookResult) -> str:
@@ -204,11 +179,17 @@ def format_table(result: NotebookResult) -> str:
                 lines.append(f"      {hint}")
     if result.problem:
         lines.append(f"  stopped: {result.problem}")
+    for lost in result.lost_cells:
+        lines.append(f"  lost: {lost}")
+    for note in result.review:
+        lines.append(f"  for review: {note}")
+    for warning in result.warnings:
+        lines.append(f"  warning: {warning}")
     lines.append(f"  total {result.score:g}/{result.max_score:g}")
     return "\n".join(lines)
 
 
-def run_check(paths: Sequence[str], as_json: bool = False, timeout: float = 120.0) -> int:
+def run_check(paths: Sequence[str], as_json: bool = False, timeout: float = 120.0, isolation: str = "auto") -> int:
     """Grade each notebook, print a table (or JSON); 0 when everything passed, else 1."""
     results = []
     for raw in paths:
@@ -217,9 +198,9 @@ def run_check(paths: Sequence[str], as_json: bool = False, timeout: float = 120.
             print(f"attncourse check: no such notebook: {raw}", file=sys.stderr)
             return 2
         try:
-            results.append(grade_notebook(path, timeout))
+            results.append(grade_notebook(path, timeout, isolation))
         except KeyboardInterrupt:
-            print("attncourse check: interrupted; the kernel was shut down", file=sys.stderr)
+            print("attncourse check: interrupted; the sandbox was stopped", file=sys.stderr)
             return 130
     if as_json:
         payload = {

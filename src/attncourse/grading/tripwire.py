@@ -51,6 +51,34 @@ LIBRARY_FAMILY = (
 )
 _MISSING = object()
 
+# The aten operators that each family's functions end in, whatever Python name reached
+# them (``torch.ops.aten._softmax``, ``torch._C._VariableFunctions.softmax``,
+# ``nn.Softmax``...). ``_safe_softmax`` is the softmax inside torch's attention kernels.
+SOFTMAX_OPS = frozenset({"_softmax", "_log_softmax", "logsumexp", "_safe_softmax"})
+ATTENTION_OPS = frozenset(
+    {
+        "_scaled_dot_product_attention_math",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable",
+        "_fused_sdp_choice",
+        "_native_multi_head_attention",
+        "_safe_softmax",
+    }
+)
+
+
+def aten_ops_for(forbidden: Sequence[str]) -> frozenset[str]:
+    """The aten operators that give away a call of a family named in ``forbidden``."""
+    ops: set[str] = set()
+    if set(forbidden) & set(SOFTMAX_FAMILY):
+        ops |= SOFTMAX_OPS
+    if set(forbidden) & set(ATTENTION_FAMILY):
+        ops |= ATTENTION_OPS
+    return frozenset(ops)
+
 
 def _import_prefix(parts: Sequence[str]) -> tuple[Any, int]:
     """Import the longest module prefix of ``parts``; return it and how many parts it used."""

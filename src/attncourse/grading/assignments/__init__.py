@@ -17,6 +17,7 @@ ASSIGNMENT_MODULES = (
     "ex06_multi_head",
     "ex07_attention_maps",
     "ex08_efficient_attention",
+    "ex09_positions",
 )
 
 for _name in ASSIGNMENT_MODULES:

@@ -69,13 +69,15 @@ def _patched_modules(layer: nn.Module) -> list[str]:
 class CaptureUnderTest:
     """A capture function ``fn(layer, x)``, called like the task's reference.
 
-    It builds the seeded layer, calls ``fn``, and turns the silent failures into errors:
-    no weights at all (``None``), and a layer or torch left other than they were found,
-    also when the call fails. Case options: ``fast_path_before`` (the fast-path setting
-    before the call, to be restored), ``own_hook`` (the layer already carries a forward
-    hook of its owner, which must survive), ``d_model`` (a layer width other than x's,
-    so that the call fails; then the result is an empty tensor if the layer was left
-    clean).
+    ``describe`` builds the seeded layer, calls ``fn`` and reports, as plain data, what
+    came back and what state the layer and torch were left in (it runs in the sandbox);
+    :func:`judge_capture` turns that report into the weights to compare, or into the error
+    for a silent failure: no weights at all (``None``), a layer or torch left other than
+    they were found, also when the call fails (it runs on the trusted side). Calling the
+    object does both. Case options: ``fast_path_before`` (the fast-path setting before
+    the call, to be restored), ``own_hook`` (the layer already carries a forward hook of
+    its owner, which must survive), ``d_model`` (a layer width other than x's, so that the
+    call fails; then the result is an empty tensor if the layer was left clean).
     """
 
     def __init__(self, capture_fn):
@@ -83,62 +85,83 @@ class CaptureUnderTest:
         self.__name__ = getattr(capture_fn, "__name__", "capture_self_attention")
         self.__globals__ = getattr(capture_fn, "__globals__", None)
 
-    def __call__(self, nhead, layer_seed, x, norm_first=False, *, fast_path_before=True, own_hook=False, d_model=None):
+    def describe(self, nhead, layer_seed, x, norm_first=False, *, fast_path_before=True, own_hook=False, d_model=None) -> dict:
         layer = build_encoder_layer(nhead, layer_seed, d_model or x.shape[-1], x.dtype, norm_first)
         owner = layer.self_attn.register_forward_hook(_observer_hook) if own_hook else None
         saved = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(fast_path_before)
-        failure = None
+        failed, weights = False, None
         try:
             try:
                 weights = self.capture_fn(layer, x)
-            except Exception as exc:  # noqa: BLE001 - expected only when the case makes it fail
+            except Exception:  # noqa: BLE001 - expected only when the case makes it fail
                 if d_model is None:
                     raise
-                failure = exc
+                failed = True
             fast_path_after = torch.backends.mha.get_fastpath_enabled()
         finally:
             torch.backends.mha.set_fastpath_enabled(saved)
-        when = "after the call failed" if failure is not None else "after the function returned"
-        _check_left_clean(layer, owner, fast_path_before, fast_path_after, when)
-        if failure is not None:
-            return torch.zeros(0, dtype=x.dtype)  # failed, and left everything as found
-        if weights is None:
-            raise TypeError(
-                "the captured weights are None: the hook saw no weights, because the "
-                "encoder layer calls self_attn with need_weights=False"
-            )
-        return weights
+        keep = frozenset() if owner is None else frozenset({owner.id})
+        return {
+            "weights": weights,
+            "failed": failed,
+            "hooks_left": _hooks_left(layer, keep),
+            "owner_hook_kept": owner is None or owner.id in layer.self_attn._forward_hooks,
+            "patched": _patched_modules(layer),
+            "fast_path_after": bool(fast_path_after),
+        }
+
+    def __call__(self, *args, **kwargs):
+        return judge_capture(self.describe(*args, **kwargs), Case("a call", args, kwargs))
 
 
-def _check_left_clean(layer, owner, fast_path_before: bool, fast_path_after: bool, when: str) -> None:
-    """Raise AssertionError when the student's function left the layer or torch changed."""
-    keep = frozenset() if owner is None else frozenset({owner.id})
-    left = _hooks_left(layer, keep)
-    if left:
+_CAPTURE_REPORT = frozenset({"weights", "failed", "hooks_left", "owner_hook_kept", "patched", "fast_path_after"})
+
+
+def describe_capture(student_object):
+    """The sandbox's probe: the student's capture function, reporting plain data."""
+    return CaptureUnderTest(student_object).describe
+
+
+def judge_capture(report, case: Case):
+    """The weights to compare, from a ``CaptureUnderTest.describe`` report; raises
+    AssertionError or TypeError, as the student's call would, for a silent failure."""
+    if not isinstance(report, dict) or not _CAPTURE_REPORT <= set(report):
+        raise TypeError("the capture could not be observed (the notebook's process sent a malformed report)")
+    x = case.args[2]
+    fast_path_before = case.kwargs.get("fast_path_before", True)
+    when = "after the call failed" if report["failed"] else "after the function returned"
+    if report["hooks_left"]:
         raise AssertionError(
-            f"hooks are still registered on {left} {when}: keep the handle that "
-            "register_forward_hook returns and call handle.remove() (in a finally: block, "
+            f"hooks are still registered on {list(report['hooks_left'])} {when}: keep the handle "
+            "that register_forward_hook returns and call handle.remove() (in a finally: block, "
             "so that it also happens when the call fails)"
         )
-    if owner is not None and owner.id not in layer.self_attn._forward_hooks:
+    if not report["owner_hook_kept"]:
         raise AssertionError(
             f"a forward hook that was on layer.self_attn before your function ran is gone {when}: "
             "remove only your own hooks, through their handles, not by clearing the hook "
             "dictionaries"
         )
-    patched = _patched_modules(layer)
-    if patched:
+    if report["patched"]:
         raise AssertionError(
-            f"forward is still replaced on {patched} {when}: capture with hooks, or put the "
-            "original method back in a finally: block"
+            f"forward is still replaced on {list(report['patched'])} {when}: capture with hooks, "
+            "or put the original method back in a finally: block"
         )
-    if fast_path_after != fast_path_before:
+    if report["fast_path_after"] != fast_path_before:
         raise AssertionError(
             f"the fast-path setting was {fast_path_before} before your function ran and "
-            f"{fast_path_after} {when}: save torch.backends.mha.get_fastpath_enabled() first "
-            "and restore that value in a finally: block"
+            f"{report['fast_path_after']} {when}: save torch.backends.mha.get_fastpath_enabled() "
+            "first and restore that value in a finally: block"
         )
+    if report["failed"]:
+        return torch.zeros(0, dtype=x.dtype)  # failed, and left everything as found
+    if report["weights"] is None:
+        raise TypeError(
+            "the captured weights are None: the hook saw no weights, because the "
+            "encoder layer calls self_attn with need_weights=False"
+        )
+    return report["weights"]
 
 
 def adapt_capture(student_object):
@@ -202,6 +225,8 @@ CAPTURE_SELF_ATTENTION = register_task(
         forbidden=FORBIDDEN,
         chapter=CHAPTER,
         adapt=adapt_capture,
+        probe=describe_capture,
+        interpret=judge_capture,
     )
 )
 
@@ -216,15 +241,21 @@ def _tick_texts(labels) -> list[str]:
 
 class PlotUnderTest:
     """A plotting function ``fn(weights, query_tokens, key_tokens)``, called like the
-    task's reference: it returns the image's array (float32, (n_q, n_k)) after checking
-    the Axes it drew: one image of the right shape, y axis = queries, x axis = keys."""
+    task's reference.
+
+    ``describe`` (in the sandbox) calls it while another figure is open and current, and
+    reports as plain data what it drew: the type it returned, whether it drew on that
+    other figure, the first image's array, the axis labels and the tick labels.
+    :func:`judge_plot` (on the trusted side) checks them against the case and returns the
+    image's array (float32, (n_q, n_k)) to compare. Calling the object does both.
+    """
 
     def __init__(self, plot_fn):
         self.plot_fn = plot_fn
         self.__name__ = getattr(plot_fn, "__name__", "plot_attention")
         self.__globals__ = getattr(plot_fn, "__globals__", None)
 
-    def __call__(self, weights, query_tokens, key_tokens):
+    def describe(self, weights, query_tokens, key_tokens) -> dict:
         import matplotlib.pyplot as plt
         from matplotlib.axes import Axes
         from matplotlib.figure import Figure
@@ -237,48 +268,74 @@ class PlotUnderTest:
             if isinstance(drawn, Figure) and drawn.axes:
                 drawn = drawn.axes[0]
             if not isinstance(drawn, Axes):
-                raise TypeError(f"the function must return the matplotlib Axes it drew on, got {type(drawn).__name__}")
-            if drawn.figure is other_figure:
-                raise AssertionError(
-                    "the heatmap went onto the figure that was current before the call, which "
-                    "already held another plot: draw on a new figure (fig, ax = plt.subplots())"
-                )
+                return {"returned": type(drawn).__name__}
             try:
-                return _read_heatmap(drawn, tuple(weights.shape), list(query_tokens), list(key_tokens))
+                images = drawn.get_images()
+                image = np.asarray(images[0].get_array(), dtype=np.float32) if images else None
+                return {
+                    "returned": "Axes",
+                    "same_figure": drawn.figure is other_figure,
+                    "image": None if image is None else torch.from_numpy(image.copy()),
+                    "ylabel": drawn.get_ylabel(),
+                    "xlabel": drawn.get_xlabel(),
+                    "yticks": _tick_texts(drawn.get_yticklabels()),
+                    "xticks": _tick_texts(drawn.get_xticklabels()),
+                }
             finally:
                 plt.close(drawn.figure)
         finally:
             plt.close(other_figure)
 
+    def __call__(self, weights, query_tokens, key_tokens):
+        report = self.describe(weights, query_tokens, key_tokens)
+        return judge_plot(report, Case("a call", (weights, query_tokens, key_tokens)))
+
+
+def describe_plot(student_object):
+    """The sandbox's probe: the student's plotting function, reporting plain data."""
+    return PlotUnderTest(student_object).describe
+
+
+def judge_plot(report, case: Case) -> torch.Tensor:
+    """The image to compare, from a ``PlotUnderTest.describe`` report; raises as the
+    student's call would when the plot breaks the task's rules."""
+    if not isinstance(report, dict) or "returned" not in report:
+        raise TypeError("the plot could not be observed (the notebook's process sent a malformed report)")
+    if report["returned"] != "Axes":
+        raise TypeError(f"the function must return the matplotlib Axes it drew on, got {report['returned']}")
+    if report.get("same_figure"):
+        raise AssertionError(
+            "the heatmap went onto the figure that was current before the call, which "
+            "already held another plot: draw on a new figure (fig, ax = plt.subplots())"
+        )
+    weights, query_tokens, key_tokens = case.args[:3]
+    shape = tuple(weights.shape)
+    image = report.get("image")
+    if not isinstance(image, torch.Tensor):
+        raise AssertionError("the Axes holds no image: draw the weights with ax.imshow(...)")
+    if tuple(image.shape) != shape:
+        raise AssertionError(
+            f"the image has shape {tuple(image.shape)}, expected (n_q, n_k) = {shape}: rows must be "
+            "queries and columns keys"
+        )
+    ylabel, xlabel = str(report.get("ylabel", "")), str(report.get("xlabel", ""))
+    if "quer" not in ylabel.lower() or "key" not in xlabel.lower():
+        raise AssertionError(
+            f"the axes are labelled y={ylabel!r}, x={xlabel!r}: label the "
+            "y axis (rows) 'query' and the x axis (columns) 'key'"
+        )
+    y_ticks, x_ticks = report.get("yticks"), report.get("xticks")
+    if y_ticks != list(query_tokens) or x_ticks != list(key_tokens):
+        raise AssertionError(
+            f"the tick labels are y={y_ticks}, x={x_ticks}: the rows must be labelled with "
+            f"the query tokens {list(query_tokens)} and the columns with the key tokens {list(key_tokens)}"
+        )
+    return image.to(torch.float32)
+
 
 def adapt_plot(student_object):
     """The task's adapter; a ``PlotUnderTest`` (reference, variants) passes unchanged."""
     return student_object if isinstance(student_object, PlotUnderTest) else PlotUnderTest(student_object)
-
-
-def _read_heatmap(ax, shape, query_tokens, key_tokens) -> torch.Tensor:
-    images = ax.get_images()
-    if not images:
-        raise AssertionError("the Axes holds no image: draw the weights with ax.imshow(...)")
-    array = np.asarray(images[0].get_array(), dtype=np.float32)
-    if array.shape != shape:
-        raise AssertionError(
-            f"the image has shape {array.shape}, expected (n_q, n_k) = {shape}: rows must be "
-            "queries and columns keys"
-        )
-    ylabel, xlabel = ax.get_ylabel().lower(), ax.get_xlabel().lower()
-    if "quer" not in ylabel or "key" not in xlabel:
-        raise AssertionError(
-            f"the axes are labelled y={ax.get_ylabel()!r}, x={ax.get_xlabel()!r}: label the "
-            "y axis (rows) 'query' and the x axis (columns) 'key'"
-        )
-    y_ticks, x_ticks = _tick_texts(ax.get_yticklabels()), _tick_texts(ax.get_xticklabels())
-    if y_ticks != query_tokens or x_ticks != key_tokens:
-        raise AssertionError(
-            f"the tick labels are y={y_ticks}, x={x_ticks}: the rows must be labelled with "
-            f"the query tokens {query_tokens} and the columns with the key tokens {key_tokens}"
-        )
-    return torch.from_numpy(array)
 
 
 def _weights(gen, n_q: int, n_k: int) -> torch.Tensor:
@@ -309,6 +366,8 @@ PLOT_ATTENTION = register_task(
         forbidden=FORBIDDEN,
         chapter=CHAPTER,
         adapt=adapt_plot,
+        probe=describe_plot,
+        interpret=judge_plot,
     )
 )
 

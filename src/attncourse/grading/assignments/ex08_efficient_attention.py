@@ -24,7 +24,7 @@ from ... import functional
 from ...efficient import blockwise_attention as library_blockwise_attention
 from .. import cases as mk
 from ..audit import no_full_row_reduction, no_full_score_matrix
-from ..core import Case, Task, register_task, run_task_check
+from ..core import Case, MemoryAudit, Task, register_task, run_task_check
 from ..mistakes import define, variant
 from ..tripwire import ATTENTION_FAMILY, LIBRARY_FAMILY, SOFTMAX_FAMILY
 
@@ -113,6 +113,45 @@ ONLINE_SOFTMAX = register_task(
         audit=no_full_row_reduction,
     )
 )
+# The memory audit: a case large enough that the whole score matrix (128 MiB in float64)
+# dwarfs what blockwise attention holds (a few blocks of 4096 x 64 scores, 2 MiB each).
+MEMORY_CASE_SIZE, MEMORY_CASE_DIM, MEMORY_CASE_BLOCK = 4096, 16, 64
+
+
+def _memory_case(seed: int) -> Case:
+    gen = mk.generator(seed, salt=83)
+    n, d = MEMORY_CASE_SIZE, MEMORY_CASE_DIM
+    return Case(
+        f"large: {n} queries and {n} keys, d_k = d_v = {d}, blocks of {MEMORY_CASE_BLOCK} keys",
+        (mk.randn(gen, n, d), mk.randn(gen, n, d), mk.randn(gen, n, d), MEMORY_CASE_BLOCK),
+    )
+
+
+def _score_matrix_bytes(case: Case) -> int:
+    query, key = case.args[:2]
+    return query.shape[-2] * key.shape[-2] * query.element_size()
+
+
+def _memory_limit(case: Case) -> int:
+    """Half the score matrix: a blockwise method stays far below, a full one far above."""
+    return _score_matrix_bytes(case) // 2
+
+
+def _memory_message(case: Case, growth: int) -> str:
+    query, key, _value, block = case.args
+    full, one_block = _score_matrix_bytes(case), query.shape[-2] * block * query.element_size()
+    return (
+        f"while your function ran, the memory of the notebook's process grew by "
+        f"{growth / 2**20:.0f} MiB (measured by the operating system, from outside). All "
+        f"{query.shape[-2]} x {key.shape[-2]} scores take {full / 2**20:.0f} MiB in float64, "
+        f"one block of {block} keys {one_block / 2**20:.0f} MiB: your function holds the "
+        "whole score matrix at once, in torch or another way (NumPy, Python lists). "
+        "Blockwise attention keeps one block of scores at a time."
+    )
+
+
+BLOCKWISE_MEMORY = MemoryAudit(make_case=_memory_case, limit=_memory_limit, message=_memory_message)
+
 BLOCKWISE_ATTENTION = register_task(
     Task(
         name="blockwise_attention",
@@ -123,6 +162,7 @@ BLOCKWISE_ATTENTION = register_task(
         forbidden=FORBIDDEN,
         chapter=CHAPTER,
         audit=no_full_score_matrix,
+        memory_audit=BLOCKWISE_MEMORY,
     )
 )
 
