@@ -36,11 +36,12 @@ class Course:
         for name in assignments:
             shutil.copytree(SOLUTIONS / name, root / "source" / name)
         self.autograde_seconds: dict[str, float] = {}
+        self.extra_env: dict[str, str] = {}
 
     def nbgrader(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "nbgrader", *args],
-            cwd=self.root, env=venv_env(), capture_output=True, text=True, timeout=1800,
+            cwd=self.root, env={**venv_env(), **self.extra_env}, capture_output=True, text=True, timeout=1800,
         )
 
     def generate(self) -> None:
@@ -75,6 +76,12 @@ class Course:
         with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
             notebook = gradebook.find_submission_notebook(name, name, student)
             return {grade.name: grade.score for grade in notebook.grades}
+
+    def max_points(self, name: str, grade_id: str) -> float:
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
+            return gradebook.find_grade_cell(grade_id, name, name).max_score
 
     def total_score(self, name: str, student: str) -> float:
         from nbgrader.api import Gradebook

@@ -134,16 +134,17 @@ class Task:
         return self.make_cases(1)
 
     def graded_cases(self, suite: str, fresh_seed: int) -> list[Case]:
-        """The cases the trusted grader runs: the suite's, and for the hidden suite the
-        cases of ``make_cases(fresh_seed)`` whose inputs differ from those (new random
-        numbers, drawn at grading time, so that answers looked up from the published
-        cases fail)."""
+        """The cases the trusted grader runs: the suite's, then the suite's cases of
+        ``make_cases(fresh_seed)`` whose inputs differ from those (new random numbers,
+        drawn at grading time, so that answers looked up from the published cases
+        fail)."""
         cases = self.cases(suite)
-        if suite != "hidden":
-            return cases
+        drawn = self.make_cases(fresh_seed)
+        if suite == "visible":
+            drawn = [c for c in drawn if c.visible]
         fresh = [
             Case(f"{c.name} (numbers drawn at grading time)", c.args, c.kwargs, c.visible, c.raises)
-            for c in self.make_cases(fresh_seed)
+            for c in drawn
             if not any(_same_inputs(c, known) for known in cases)
         ]
         return cases + fresh
@@ -445,8 +446,8 @@ def run_task_check(task_name: str, student_fn: Callable, suite: str = "visible")
 def expected_outcomes(task_name: str, suite: str, fresh_seed: int | None = None) -> tuple[list[Case], list[Outcome]]:
     """The cases of a suite and the reference's outcome on each, computed once per process.
 
-    With ``fresh_seed`` (the trusted grader), the hidden suite also has cases drawn from
-    that seed (``Task.graded_cases``). Callers must not change the returned tensors
+    With ``fresh_seed`` (the trusted grader), a suite also has cases drawn from that seed
+    (``Task.graded_cases``). Callers must not change the returned tensors
     (``call`` gives every function fresh copies of the inputs, and comparisons only read
     the outcomes).
     """

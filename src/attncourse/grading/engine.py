@@ -124,13 +124,15 @@ class NotebookGrader:
         gid = grade_id(cell)
         return cell.cell_type == "code" and gid in self.instructor_cells and cell.source == self.instructor_cells[gid]
 
-    def student_cells(self, before: int | None = None) -> list[static_audit.CodeCell]:
-        """The code cells the student controls (all but the course's own), before a cell."""
+    def code_cells(self, before: int | None = None) -> list[static_audit.CodeCell]:
+        """The code cells before a cell, test cells left out, for the static read: the
+        student's, and the course's own (``trusted``), which define names but are never
+        reported."""
         end = len(self.nb.cells) if before is None else before
         return [
-            static_audit.CodeCell(self._code_numbers[i], cell.source)
+            static_audit.CodeCell(self._code_numbers[i], cell.source, trusted=self.is_instructor_cell(cell))
             for i, cell in enumerate(self.nb.cells[:end])
-            if cell.cell_type == "code" and not self.is_trusted_test(cell) and not self.is_instructor_cell(cell)
+            if cell.cell_type == "code" and not self.is_trusted_test(cell)
         ]
 
     # -- the run ------------------------------------------------------------------------
@@ -151,7 +153,7 @@ class NotebookGrader:
                     cell.outputs = self._run_trusted_test(index, cell)
                 else:
                     cell.outputs = self._run_student_cell(index, cell)
-            findings = static_audit.notebook_findings(self.student_cells())
+            findings = static_audit.notebook_findings(self.code_cells())
             self.report.review += [
                 f"{f.where()}: {f.text} (no effect on grading under the sandbox)" for f in findings if f.kind == "hook"
             ]
@@ -271,7 +273,7 @@ class NotebookGrader:
 
     def static_refusal(self, name: str, task: Task, before: int) -> tuple[str | None, list[str]]:
         """(a failure message from the static read, or None; review notes)."""
-        cells = self.student_cells(before)
+        cells = self.code_cells(before)
         rules = static_audit.Rules.for_task(task.forbidden, audited=task.audit is not None or task.memory_audit is not None)
         findings = static_audit.audit_function(cells, name, rules)
         findings += [f for f in static_audit.notebook_findings(cells) if f.kind == "tampering"]
@@ -283,7 +285,7 @@ class NotebookGrader:
         ``name``. The large case must also give the right values: a function that fails
         or errs on it fails the audit (it cannot dodge the measurement that way)."""
         audit = task.memory_audit
-        cells = self.student_cells(before)
+        cells = self.code_cells(before)
         keep = static_audit.closure_cells(cells, name)
         indices = [
             i for i, c in enumerate(self.nb.cells[:before])
@@ -294,6 +296,8 @@ class NotebookGrader:
         notes: list[str] = []
         try:
             with Sandbox(self.policy, self._notebook_bytes, self.notebook_name) as fresh:
+                if not fresh.measures_memory:
+                    return None, [f"the memory audit of {name} was not run: this sandbox's memory cannot be measured from the grader"], None
                 locked = [i for i in indices if self.is_instructor_cell(self.nb.cells[i])]
                 for i in locked:
                     fresh.request({"op": "run_cell", "source": self.nb.cells[i].source}, timeout=self.timeout_for(self.nb.cells[i]))

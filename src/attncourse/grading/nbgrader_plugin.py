@@ -2,7 +2,7 @@
 
 ``nbgrader_config.py`` calls :func:`configure`, which puts :class:`SandboxedExecute` in
 the place of nbgrader's ``Execute`` among the autograde preprocessors, and
-:class:`RefuseLinkedSubmission` first among the sanitising ones. Everything else of
+:class:`SanitizeSubmission` first among the sanitising ones. Everything else of
 nbgrader stays: ``OverwriteCells`` restores the locked cells from the gradebook first,
 ``SaveAutoGrades`` then scores each test cell from its outputs (0 for an error, full
 points otherwise), and formgrader, feedback and export work as before.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Any, Integer, Unicode
+from traitlets import Any, Integer, List, Unicode
 
 from .engine import NotebookGrader
 from .sandbox.isolation import Limits, Policy
@@ -32,7 +32,15 @@ class SandboxedExecute(NbGraderPreprocessor):
         None, allow_none=True, help="Optional: a function of the cell giving its timeout in seconds."
     ).tag(config=True)
     isolation = Unicode(
-        "auto", help="'bwrap' (required), 'basic' (no private file system) or 'auto'."
+        "auto",
+        help="'bwrap' (required), 'basic' (no private file system), 'auto', or 'command' (sandbox_command).",
+    ).tag(config=True)
+    sandbox_command = List(
+        Unicode(),
+        default_value=[],
+        help="With isolation='command': the command that starts a sandbox speaking on stdin/stdout, e.g. "
+        "['docker', 'run', '-i', '--rm', '--network', 'none', 'attncourse-sandbox', 'python', '-I', '-m', "
+        "'attncourse.grading.sandbox.worker', '--stdio'].",
     ).tag(config=True)
     sandbox_user = Unicode("nobody", help="The account student code runs as when the grader is root.").tag(config=True)
     cpu_seconds = Integer(900, help="CPU seconds one sandbox may use in all.").tag(config=True)
@@ -48,7 +56,7 @@ class SandboxedExecute(NbGraderPreprocessor):
             file_size_bytes=self.file_size_mb * 2**20,
             processes=self.processes,
         )
-        return Policy(isolation=self.isolation, user=self.sandbox_user, limits=limits)
+        return Policy(isolation=self.isolation, user=self.sandbox_user, limits=limits, command=tuple(self.sandbox_command))
 
     def cell_timeout(self, cell) -> float:
         if self.timeout_func is not None:
@@ -99,35 +107,84 @@ def gradebook_sources(resources) -> tuple[dict[str, str], dict[str, str]]:
     return tests, locked
 
 
-class RefuseLinkedSubmission(NbGraderPreprocessor):
-    """Grade a submission folder that holds symbolic links as 0, and say why in the log.
+class SanitizeSubmission(NbGraderPreprocessor):
+    """First among the sanitising preprocessors: a submission that nbgrader would choke on
+    is made gradable, or graded 0, without stopping the class's batch.
 
-    nbgrader reads the submitted notebook by its path and copies the folder; a link
-    would make it read (and copy into the feedback) a file of the submitter's choosing,
-    such as a source notebook with its solutions. Every code cell the student controls is
-    replaced by a line that raises, so every check fails; the instructor can look at the
-    folder and regrade with the files the links pointed to.
+    - **Symbolic links.** nbgrader reads the submitted notebook by its path and copies
+      the folder; a link would make it read (and copy into the feedback) a file of the
+      submitter's choosing, such as a source notebook with its solutions. Every code cell
+      the student controls is replaced by a line that raises, so every check fails, and
+      the log says why.
+    - **nbgrader metadata the student wrote.** A cell whose grade id the gradebook does
+      not know loses its nbgrader metadata (a student cannot create graded cells); of
+      several cells with one grade id, all but the last lose it (what nbgrader's
+      ``DeduplicateIds`` does, but its empty metadata then fails validation and aborts
+      the whole ``autograde`` run); a known cell gets the role, points and schema
+      version the gradebook gives it (an answer cell that claims to be graded makes
+      ``OverwriteCells`` fail on the notebook). ``OverwriteCells`` then restores the
+      known cells' sources.
     """
 
     def preprocess(self, nb, resources):
+        self._refuse_links(nb, resources)
+        self._clean_metadata(nb, resources)
+        return nb, resources
+
+    def _refuse_links(self, nb, resources) -> None:
         folder = resources.get("metadata", {}).get("path") or ""
-        name = f"{resources['nbgrader']['notebook']}.ipynb"
         links = []
         for root, dirs, files in os.walk(folder):
             for entry in dirs + files:
                 if os.path.islink(os.path.join(root, entry)):
                     links.append(os.path.relpath(os.path.join(root, entry), folder))
         if not links:
-            return nb, resources
+            return
         message = (
             f"the submission folder holds symbolic links ({', '.join(sorted(links)[:5])}): "
             "it is graded 0; replace the links by the files themselves"
         )
-        self.log.warning("%s/%s: %s", resources["nbgrader"].get("student"), name, message)
+        self.log.warning("%s/%s: %s", resources["nbgrader"].get("student"), resources["nbgrader"]["notebook"], message)
         for cell in nb.cells:
-            if cell.cell_type == "code" and not cell.get("metadata", {}).get("nbgrader", {}).get("locked"):
+            if cell.cell_type == "code":
                 cell.source = f"raise RuntimeError({message!r})"
-        return nb, resources
+
+    def _clean_metadata(self, nb, resources) -> None:
+        from nbgrader.api import Gradebook
+        from nbgrader.nbgraderformat import SCHEMA_VERSION
+
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gradebook:
+            notebook = gradebook.find_notebook(info["notebook"], info["assignment"])
+            locked = {cell.name: bool(cell.locked) for cell in notebook.source_cells}
+            points = {cell.name: cell.max_score for cell in notebook.grade_cells}
+            answers = {cell.name for cell in notebook.solution_cells}
+        last = {}
+        for index, cell in enumerate(nb.cells):
+            gid = _grade_id_of(cell)
+            if gid is not None:
+                last[gid] = index
+        for index, cell in enumerate(nb.cells):
+            if "nbgrader" not in cell.get("metadata", {}):
+                continue
+            gid = _grade_id_of(cell)
+            if gid not in locked or last.get(gid) != index:
+                self.log.warning("%s: nbgrader metadata removed from a cell (grade id %r)", info.get("student"), gid)
+                del cell.metadata["nbgrader"]
+                continue
+            meta = {"grade_id": gid, "grade": gid in points, "solution": gid in answers, "locked": locked[gid],
+                    "schema_version": SCHEMA_VERSION, "task": False}
+            if gid in points:
+                meta["points"] = points[gid]
+            cell.metadata["nbgrader"] = meta  # what the gradebook says this cell is
+
+
+def _grade_id_of(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    if not isinstance(meta, dict):
+        return None
+    gid = meta.get("grade_id")
+    return gid if isinstance(gid, str) else None
 
 
 def configure(c, *, timeout: int = 30, setup_timeout: int = 300, **options) -> None:
@@ -151,7 +208,7 @@ def configure(c, *, timeout: int = 30, setup_timeout: int = 300, **options) -> N
     )
 
     c.Autograde.sanitize_preprocessors = [
-        RefuseLinkedSubmission,
+        SanitizeSubmission,
         ClearOutput,
         DeduplicateIds,
         OverwriteKernelspec,

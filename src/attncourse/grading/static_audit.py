@@ -100,11 +100,13 @@ class Finding:
 
 @dataclass(frozen=True)
 class CodeCell:
-    """A code cell the student controls: its number among the notebook's code cells (from
-    1) and its source."""
+    """A code cell: its number among the notebook's code cells (from 1), its source, and
+    whether the course provides it (``trusted``: the set-up cell). Trusted cells define
+    names (``torch``, imported by the set-up cell) but are never reported."""
 
     number: int
     source: str
+    trusted: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,8 +279,11 @@ def audit_function(cells: Sequence[CodeCell], name: str, rules: Rules) -> list[F
     resolver = _Resolver(_bindings(cells))
     if not resolver.active(name):
         return [Finding("unreadable", 0, 0, f"{name} is not defined by any def, class, import or assignment the grader can read")]
+    trusted = {c.number for c in cells if c.trusted}
     findings: list[Finding] = []
     for cell, node, dotted in _closure(resolver, name):
+        if cell in trusted:
+            continue
         if dotted is not None:
             findings += _check_path(dotted, rules, cell, getattr(node, "lineno", 0))
             continue
@@ -433,6 +438,8 @@ def notebook_findings(cells: Sequence[CodeCell]) -> list[Finding]:
     resolver = _Resolver(_bindings(cells))
     findings: list[Finding] = []
     for cell in cells:
+        if cell.trusted:
+            continue
         tree = parse_cell(cell.source)
         if tree is None:
             continue

@@ -83,12 +83,17 @@ class Policy:
     """How sandboxes are made.
 
     ``isolation``: ``"auto"`` (bubblewrap when it works, else basic), ``"bwrap"``
-    (required) or ``"basic"``. ``user``: the account the sandbox runs as when the grader
-    is root (name or uid). ``readable``: extra host paths the sandbox may read
-    (bubblewrap only; for instance a data folder an assignment needs).
+    (required), ``"basic"``, or ``"command"``: ``command`` starts the sandbox (for
+    instance ``docker run -i --rm ... python -I -m attncourse.grading.sandbox.worker
+    --stdio``), which talks on its standard input and output and receives the notebook's
+    copy as a message; its isolation and limits are the command's. ``user``: the account
+    the sandbox runs as when the grader is root (name or uid). ``readable``: extra host
+    paths the sandbox may read (bubblewrap only; for instance a data folder an
+    assignment needs).
     """
 
     isolation: str = "auto"
+    command: tuple[str, ...] = ()
     user: str | int = DEFAULT_USER
     limits: Limits = field(default_factory=Limits)
     readable: tuple[str, ...] = ()
@@ -129,8 +134,10 @@ def unshare_net_works() -> bool:
 
 
 def resolve_isolation(policy: Policy) -> str:
-    if policy.isolation not in ("auto", "bwrap", "basic"):
-        raise ValueError(f"isolation must be 'auto', 'bwrap' or 'basic', got {policy.isolation!r}")
+    if policy.isolation not in ("auto", "bwrap", "basic", "command"):
+        raise ValueError(f"isolation must be 'auto', 'bwrap', 'basic' or 'command', got {policy.isolation!r}")
+    if policy.isolation == "command" and not policy.command:
+        raise ValueError("isolation='command' needs the command that starts the sandbox")
     if policy.isolation == "auto":
         return "bwrap" if bwrap_works() else "basic"
     if policy.isolation == "bwrap" and not bwrap_works():
@@ -179,7 +186,7 @@ class Sandbox:
     def __init__(self, policy: Policy | None = None, notebook: bytes | None = None, notebook_name: str = "notebook.ipynb"):
         self.policy = policy or Policy()
         self.isolation = resolve_isolation(self.policy)
-        self.ids = sandbox_ids(self.policy)
+        self.ids = sandbox_ids(self.policy) if self.isolation != "command" else None
         self.warnings: list[str] = []
         self._notebook = notebook
         self._notebook_name = Path(notebook_name).name
@@ -205,6 +212,32 @@ class Sandbox:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self._workdir = self._make_workdir()
+        if self.isolation == "command":
+            self._start_command()
+        else:
+            self._start_worker()
+        threading.Thread(target=self._drain_output, daemon=True).start()
+        try:
+            header, _ = self._reader.read(time.monotonic() + timeout)
+        except TimeoutError:
+            self.close()
+            raise SandboxTimeout(f"the sandbox did not start within {timeout:g} s") from None
+        except (EOFError, wire.WireError) as exc:
+            output = self.output_tail()
+            self.close()
+            raise SandboxDied(f"the sandbox could not start: {exc}\n{output}") from None
+        if header.get("status") != "ready":
+            self.close()
+            raise SandboxDied("the sandbox answered its start with something else than 'ready'")
+        if self.isolation == "basic":
+            self.warnings += _basic_tier_warnings(self.ids)
+        if self.isolation == "command" and self._notebook is not None:
+            answer, _ = self.request({"op": "write_notebook", "name": self._notebook_name}, [self._notebook], timeout=timeout)
+            if answer.get("status") != "ok":
+                self.close()
+                raise SandboxDied("the sandbox could not store the notebook's copy")
+
+    def _start_worker(self) -> None:
         request_r, request_w = os.pipe()
         answer_r, answer_w = os.pipe()
         command = self._command(request_r, answer_w)
@@ -225,37 +258,40 @@ class Sandbox:
             os.close(answer_w)
         self._request_fd = request_w
         self._reader = wire.Reader(answer_r)
-        threading.Thread(target=self._drain_output, daemon=True).start()
-        try:
-            header, _ = self._reader.read(time.monotonic() + timeout)
-        except TimeoutError:
-            self.close()
-            raise SandboxTimeout(f"the sandbox did not start within {timeout:g} s") from None
-        except (EOFError, wire.WireError) as exc:
-            output = self.output_tail()
-            self.close()
-            raise SandboxDied(f"the sandbox could not start: {exc}\n{output}") from None
-        if header.get("status") != "ready":
-            self.close()
-            raise SandboxDied("the sandbox answered its start with something else than 'ready'")
-        if self.isolation == "basic":
-            self.warnings += _basic_tier_warnings(self.ids)
 
+    def _start_command(self) -> None:
+        """The instructor's command (a container, say) speaks on its stdin and stdout."""
+        self._proc = subprocess.Popen(
+            list(self.policy.command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self._workdir,
+            start_new_session=True,
+        )
+        self._request_fd = self._proc.stdin.fileno()
+        self._reader = wire.Reader(self._proc.stdout.fileno())
+        self.warnings.append(
+            "the sandbox is the configured command: its isolation and limits are that command's, "
+            "and its memory cannot be measured from here (memory audits are left for review)"
+        )
     def close(self) -> None:
         """Kill the sandbox and everything it started, and remove its working directory."""
         self.kill()
-        for fd in (self._request_fd, self._reader.fd if self._reader else None):
+        owned = self.isolation != "command"  # the command's pipes are closed with its streams
+        for fd in (self._request_fd, self._reader.fd if self._reader else None) if owned else ():
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
         self._request_fd, self._reader = None, None
-        if self._proc is not None and self._proc.stdout is not None:
-            try:
-                self._proc.stdout.close()
-            except OSError:
-                pass
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr) if self._proc is not None else ():
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
         if self._workdir is not None:
             shutil.rmtree(os.path.dirname(self._workdir), ignore_errors=True)
             self._workdir = None
@@ -336,6 +372,11 @@ class Sandbox:
         return bytes(self._output[-limit:]).decode("utf-8", "replace")
 
     # -- memory, measured from outside -------------------------------------------------
+
+    @property
+    def measures_memory(self) -> bool:
+        """False for a sandbox started by a command: its processes may not be ours to read."""
+        return self.isolation != "command"
 
     def begin_memory_measure(self) -> None:
         """Start measuring: the baseline is the sandbox's resident memory now."""
@@ -452,11 +493,12 @@ class Sandbox:
 
     def _drain_output(self) -> None:
         proc = self._proc
-        if proc is None or proc.stdout is None:
+        stream = proc.stderr if proc is not None and self.isolation == "command" else (proc.stdout if proc else None)
+        if stream is None:
             return
         while True:
             try:
-                chunk = proc.stdout.read1(65536)
+                chunk = stream.read1(65536)
             except (OSError, ValueError):
                 return
             if not chunk:

@@ -1,0 +1,178 @@
+"""How long does grading take with the sandboxed engine, next to stock nbgrader?
+
+Cases, on the same submissions in the same run:
+
+* ``stock``: ``nbgrader autograde`` with nbgrader's own ``Execute`` (a Jupyter kernel per
+  notebook, the checks inside the student's kernel: the design before the sandbox);
+* ``sandboxed``: ``nbgrader autograde`` configured like the course's ``nbgrader_config.py``
+  (``attncourse.grading.nbgrader_plugin``: the notebook in a sandbox, the checks outside).
+  Target: at most 1.0 times stock, per notebook;
+* ``self_check``: ``attncourse check`` on the same notebooks, one command for all of them,
+  and one command for a single notebook (start-up included). Target: at most 10 s a
+  notebook.
+
+Submissions: for every assignment (or those named), its reference solution and its
+untouched release (the stub), so that both passing and failing checks are timed. Each
+configuration grades them in a course directory of its own, in alternating order over
+``--repeats`` rounds; the table shows the median seconds per notebook and the ratio.
+
+Run: ``python -m benchmarks grading`` or ``python benchmarks/bench_grading.py
+[--assignments ex01_stable_softmax ...] [--repeats N]``. Writes
+``benchmarks/results/grading.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+COURSE_CONFIG = """\
+c = get_config()
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.db_url = "sqlite:///{root}/gradebook.db"
+{engine}
+"""
+STOCK = """\
+c.ExecutePreprocessor.timeout = 30
+
+
+def _cell_timeout(cell):
+    is_setup = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup"
+    return 300 if is_setup else 30
+
+
+c.ExecutePreprocessor.timeout_func = _cell_timeout
+"""
+SANDBOXED = """\
+from attncourse.grading.nbgrader_plugin import configure
+
+configure(c, timeout=30, setup_timeout=300)
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _nbgrader(root: Path, *args: str) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args], cwd=root, env=_env(), capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def _solution_cells(name: str) -> dict[str, str]:
+    nb = nbformat.read(str(REPO / "solutions" / name / f"{name}.ipynb"), as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
+
+
+def make_course(root: Path, engine: str, assignments: list[str]) -> list[Path]:
+    """A course in ``root`` with a reference and a stub submission per assignment; returns
+    the submitted notebooks."""
+    (root / "nbgrader_config.py").write_text(COURSE_CONFIG.format(root=str(root), engine=engine))
+    for name in assignments:
+        shutil.copytree(REPO / "solutions" / name, root / "source" / name)
+    for name in assignments:
+        _nbgrader(root, "generate_assignment", name, "--force")
+    notebooks = []
+    for name in assignments:
+        release = nbformat.read(str(root / "release" / name / f"{name}.ipynb"), as_version=4)
+        answers = _solution_cells(name)
+        for student, filled in (("reference", True), ("stub", False)):
+            nb = nbformat.from_dict(release)
+            if filled:
+                for cell in nb.cells:
+                    gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+                    if gid in answers:
+                        cell.source = answers[gid]
+            folder = root / "submitted" / student / name
+            folder.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, str(folder / f"{name}.ipynb"))
+            (folder / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+            notebooks.append(folder / f"{name}.ipynb")
+    return notebooks
+
+
+def autograde_seconds(root: Path, assignments: list[str]) -> float:
+    return sum(_nbgrader(root, "autograde", name, "--force") for name in assignments)
+
+
+def check_seconds(notebooks: list[Path]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "attncourse.cli", "check", "--json", *map(str, notebooks)],
+        env=_env(), capture_output=True, text=True,
+    )
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assignments", nargs="*", default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv or [])
+    assignments = args.assignments or sorted(
+        p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name
+    )
+    samples: dict[str, list[float]] = {"stock": [], "sandboxed": [], "self_check": [], "self_check_single": []}
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        courses = {}
+        for engine, config in (("stock", STOCK), ("sandboxed", SANDBOXED)):
+            root = Path(tmp) / engine
+            root.mkdir()
+            os.chmod(tmp, 0o755)
+            courses[engine] = (root, make_course(root, config, assignments))
+        count = len(courses["stock"][1])
+        for round_ in range(args.repeats):
+            order = ("stock", "sandboxed") if round_ % 2 == 0 else ("sandboxed", "stock")
+            for engine in order:
+                root, _ = courses[engine]
+                samples[engine].append(autograde_seconds(root, assignments) / count)
+            notebooks = courses["sandboxed"][1]
+            samples["self_check"].append(check_seconds(notebooks) / count)
+            samples["self_check_single"].append(check_seconds(notebooks[:1]))
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    ratio = statistics.median(s / t for s, t in zip(samples["sandboxed"], samples["stock"]))
+    print(f"{count} notebooks ({len(assignments)} assignments x reference and stub), {args.repeats} rounds, "
+          f"{os.cpu_count()} cores")
+    print(f"  {'configuration':<40} {'s / notebook':>12}")
+    print(f"  {'nbgrader autograde, stock (in-kernel checks)':<40} {medians['stock']:>12.2f}")
+    print(f"  {'nbgrader autograde, sandboxed engine':<40} {medians['sandboxed']:>12.2f}")
+    print(f"  {'attncourse check, all in one command':<40} {medians['self_check']:>12.2f}")
+    print(f"  {'attncourse check, one notebook':<40} {medians['self_check_single']:>12.2f}")
+    print(f"  ratio sandboxed / stock: {ratio:.2f} (target <= 1.0)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "grading.json").write_text(json.dumps({
+        "notebooks": count, "assignments": assignments, "rounds": args.repeats, "seconds_per_notebook": medians,
+        "samples": samples, "ratio_sandboxed_over_stock": ratio, "machine": platform.platform(), "cores": os.cpu_count(),
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
