@@ -11,14 +11,21 @@ Cases, on the same submissions in the same run:
   and one command for a single notebook (start-up included). Target: at most 10 s a
   notebook.
 
+And for a whole class (``--part class``): 40 submissions of ex01_stable_softmax (the
+reference, the stub and a catalogued mistake in turn), graded by serial ``nbgrader
+autograde`` and by ``attncourse autograde --jobs 2`` in the same run (target: at most 0.6
+of the serial time), then ``attncourse autograde --jobs 2`` on the first 10, 20 and 40
+(the cost per notebook must stay flat), and, on a machine with more cores, with 4, 8 and
+16 jobs.
+
 Submissions: for every assignment (or those named), its reference solution and its
 untouched release (the stub), so that both passing and failing checks are timed. Each
 configuration grades them in a course directory of its own, in alternating order over
 ``--repeats`` rounds; the table shows the median seconds per notebook and the ratio.
 
 Run: ``python -m benchmarks grading`` or ``python benchmarks/bench_grading.py
-[--assignments ex01_stable_softmax ...] [--repeats N]``. Writes
-``benchmarks/results/grading.json``.
+[--part engine|class|all] [--assignments ex01_stable_softmax ...] [--repeats N]``. Writes
+``benchmarks/results/grading.json`` and ``benchmarks/results/grading_class.json``.
 """
 
 from __future__ import annotations
@@ -131,24 +138,17 @@ def check_seconds(notebooks: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--assignments", nargs="*", default=None)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args(argv or [])
-    assignments = args.assignments or sorted(
-        p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name
-    )
+def engine_part(assignments: list[str], repeats: int) -> None:
     samples: dict[str, list[float]] = {"stock": [], "sandboxed": [], "self_check": [], "self_check_single": []}
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        os.chmod(tmp, 0o755)
         courses = {}
         for engine, config in (("stock", STOCK), ("sandboxed", SANDBOXED)):
             root = Path(tmp) / engine
             root.mkdir()
-            os.chmod(tmp, 0o755)
             courses[engine] = (root, make_course(root, config, assignments))
         count = len(courses["stock"][1])
-        for round_ in range(args.repeats):
+        for round_ in range(repeats):
             order = ("stock", "sandboxed") if round_ % 2 == 0 else ("sandboxed", "stock")
             for engine in order:
                 root, _ = courses[engine]
@@ -158,19 +158,100 @@ def main(argv: list[str] | None = None) -> int:
             samples["self_check_single"].append(check_seconds(notebooks[:1]))
     medians = {key: statistics.median(values) for key, values in samples.items()}
     ratio = statistics.median(s / t for s, t in zip(samples["sandboxed"], samples["stock"]))
-    print(f"{count} notebooks ({len(assignments)} assignments x reference and stub), {args.repeats} rounds, "
+    print(f"{count} notebooks ({len(assignments)} assignments x reference and stub), {repeats} rounds, "
           f"{os.cpu_count()} cores")
-    print(f"  {'configuration':<40} {'s / notebook':>12}")
-    print(f"  {'nbgrader autograde, stock (in-kernel checks)':<40} {medians['stock']:>12.2f}")
-    print(f"  {'nbgrader autograde, sandboxed engine':<40} {medians['sandboxed']:>12.2f}")
-    print(f"  {'attncourse check, all in one command':<40} {medians['self_check']:>12.2f}")
-    print(f"  {'attncourse check, one notebook':<40} {medians['self_check_single']:>12.2f}")
+    print(f"  {'configuration':<46} {'s / notebook':>12}")
+    print(f"  {'nbgrader autograde, stock (in-kernel checks)':<46} {medians['stock']:>12.2f}")
+    print(f"  {'nbgrader autograde, sandboxed engine':<46} {medians['sandboxed']:>12.2f}")
+    print(f"  {'attncourse check, all in one command':<46} {medians['self_check']:>12.2f}")
+    print(f"  {'attncourse check, one notebook':<46} {medians['self_check_single']:>12.2f}")
     print(f"  ratio sandboxed / stock: {ratio:.2f} (target <= 1.0)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "grading.json").write_text(json.dumps({
-        "notebooks": count, "assignments": assignments, "rounds": args.repeats, "seconds_per_notebook": medians,
+        "notebooks": count, "assignments": assignments, "rounds": repeats, "seconds_per_notebook": medians,
         "samples": samples, "ratio_sandboxed_over_stock": ratio, "machine": platform.platform(), "cores": os.cpu_count(),
     }, indent=1))
+
+
+def make_class(root: Path, size: int, name: str = "ex01_stable_softmax") -> list[str]:
+    """A sandboxed course with ``size`` submissions of one assignment; the students' ids."""
+    (root / "nbgrader_config.py").write_text(COURSE_CONFIG.format(root=str(root), engine=SANDBOXED))
+    shutil.copytree(REPO / "solutions" / name, root / "source" / name)
+    _nbgrader(root, "generate_assignment", name, "--force")
+    release = nbformat.read(str(root / "release" / name / f"{name}.ipynb"), as_version=4)
+    answers = _solution_cells(name)
+    wrong = {gid: source.replace("amax", "mean") for gid, source in answers.items()}  # shifts by the mean
+    students = []
+    for index in range(size):
+        nb = nbformat.from_dict(release)
+        chosen = (answers, {}, wrong)[index % 3]
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in chosen:
+                cell.source = chosen[gid]
+        student = f"student{index:03d}"
+        folder = root / "submitted" / student / name
+        folder.mkdir(parents=True)
+        nbformat.write(nb, str(folder / f"{name}.ipynb"))
+        (folder / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+        students.append(student)
+    return students
+
+
+def batch_seconds(root: Path, students: list[str], jobs: int, name: str = "ex01_stable_softmax") -> float:
+    args = [sys.executable, "-m", "attncourse.cli", "autograde", name, "--jobs", str(jobs), "--force"]
+    for student in students:
+        args += ["--student", student]
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=root, env=_env(), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"attncourse autograde failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def class_part(size: int = 40) -> None:
+    name = "ex01_stable_softmax"
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="bench-class-") as tmp:
+        os.chmod(tmp, 0o755)
+        root = Path(tmp) / "course"
+        root.mkdir()
+        students = make_class(root, size)
+        serial = _nbgrader(root, "autograde", name, "--force")
+        parallel = batch_seconds(root, students, 2)
+        scaling = {n: batch_seconds(root, students[:n], 2) / n for n in (10, 20, 40) if n <= size}
+        more_jobs = {jobs: batch_seconds(root, students, jobs) for jobs in (4, 8, 16) if jobs <= cores}
+    ratio = parallel / serial
+    print(f"{size} submissions of {name}, {cores} usable cores")
+    print(f"  serial nbgrader autograde:          {serial:7.1f} s  ({serial / size:.2f} s per notebook)")
+    print(f"  attncourse autograde --jobs 2:      {parallel:7.1f} s  ({parallel / size:.2f} s per notebook)")
+    print(f"  ratio parallel / serial: {ratio:.2f} (target <= 0.6)")
+    print("  --jobs 2, seconds per notebook as the class grows: "
+          + ", ".join(f"{n}: {seconds:.2f}" for n, seconds in scaling.items()))
+    for jobs, seconds in more_jobs.items():
+        print(f"  --jobs {jobs}: {seconds:.1f} s, speed-up over serial {serial / seconds:.2f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "grading_class.json").write_text(json.dumps({
+        "submissions": size, "serial_seconds": serial, "parallel_seconds_jobs2": parallel, "ratio": ratio,
+        "seconds_per_notebook_by_class_size": scaling, "seconds_by_jobs": more_jobs, "cores": cores,
+        "machine": platform.platform(),
+    }, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("engine", "class", "all"), default="all")
+    parser.add_argument("--assignments", nargs="*", default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--class-size", type=int, default=40)
+    args = parser.parse_args(argv or [])
+    assignments = args.assignments or sorted(
+        p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name
+    )
+    if args.part in ("engine", "all"):
+        engine_part(assignments, args.repeats)
+    if args.part in ("class", "all"):
+        class_part(args.class_size)
     return 0
 
 

@@ -37,6 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): bubblewrap when it works here, else basic; bwrap: refuse to run "
         "without it; basic: no private file system (the notebook's code can read your files)",
     )
+    autograde = sub.add_parser(
+        "autograde",
+        help="grade a whole class with nbgrader, several submissions at a time, resumably",
+        description=(
+            "Grade every submission of ASSIGNMENT under submitted/*/ASSIGNMENT/ with nbgrader's "
+            "autograde as nbgrader_config.py configures it (the sandboxed engine), --jobs at a "
+            "time. Run it from the course directory. A submission already graded from the same "
+            "submitted timestamp is skipped (unless --force), so running the same command again "
+            "after a crash or Ctrl-C finishes the class. The exit status is non-zero when a "
+            "submission could not be graded."
+        ),
+    )
+    from .grading.batch import add_arguments
+
+    add_arguments(autograde)
     return parser
 
 
@@ -52,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from .grading.selfcheck import run_check
 
         return run_check(args.notebook, as_json=args.json, timeout=args.timeout, isolation=args.isolation)
+    if args.command == "autograde":
+        from .grading.batch import main as autograde_main
+
+        return autograde_main(args)
     parser.print_help()
     return 2
 

@@ -37,6 +37,7 @@ class Course:
             shutil.copytree(SOLUTIONS / name, root / "source" / name)
         self.autograde_seconds: dict[str, float] = {}
         self.extra_env: dict[str, str] = {}
+        self.db_url = f"sqlite:///{root}/gradebook.db"  # tests may point the course elsewhere
 
     def nbgrader(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -73,20 +74,20 @@ class Course:
         """grade_id -> score of every graded cell of one submission, from the gradebook."""
         from nbgrader.api import Gradebook
 
-        with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
+        with Gradebook(self.db_url) as gradebook:
             notebook = gradebook.find_submission_notebook(name, name, student)
             return {grade.name: grade.score for grade in notebook.grades}
 
     def max_points(self, name: str, grade_id: str) -> float:
         from nbgrader.api import Gradebook
 
-        with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
+        with Gradebook(self.db_url) as gradebook:
             return gradebook.find_grade_cell(grade_id, name, name).max_score
 
     def total_score(self, name: str, student: str) -> float:
         from nbgrader.api import Gradebook
 
-        with Gradebook(f"sqlite:///{self.root}/gradebook.db") as gradebook:
+        with Gradebook(self.db_url) as gradebook:
             return gradebook.find_submission(name, student).score
 
 

@@ -739,6 +739,43 @@ def online_softmax_running_max_in_the_block(scores, block_size):
     return torch.exp(scores - m) / total
 
 
+@implements("online_softmax")
+def online_softmax_elementwise_running_max(scores, block_size):
+    # The running maximum is updated column by column with the element-wise
+    # torch.maximum, so no max or amax reduction follows the first exp (the audit once
+    # called this a second pass).
+    m = torch.full_like(scores[..., :1], -math.inf)
+    total = torch.zeros_like(m)
+    for start in range(0, scores.shape[-1], block_size):
+        block = scores[..., start : start + block_size]
+        new_m = m
+        for j in range(block.shape[-1]):
+            new_m = torch.maximum(new_m, block[..., j : j + 1])
+        total = total * torch.exp(m - new_m) + torch.exp(block - new_m).sum(dim=-1, keepdim=True)
+        m = new_m
+    return torch.exp(scores - m) / total
+
+
+@implements("blockwise_attention")
+def blockwise_elementwise_running_max(query, key, value, block_size):
+    # As the online softmax above: the running maximum of each block follows the block's
+    # columns with torch.maximum, with no max reduction at all.
+    scaled_query = query / math.sqrt(query.shape[-1])
+    m = torch.full_like(scaled_query[..., :1], -math.inf)
+    total = torch.zeros_like(m)
+    acc = scaled_query.new_zeros(scaled_query.shape[:-1] + value.shape[-1:])
+    for start in range(0, key.shape[-2], block_size):
+        s = scaled_query @ key[..., start : start + block_size, :].mT  # (..., n_q, b)
+        new_m = m
+        for j in range(s.shape[-1]):
+            new_m = torch.maximum(new_m, s[..., j : j + 1])
+        factor, p = torch.exp(m - new_m), torch.exp(s - new_m)
+        total = total * factor + p.sum(dim=-1, keepdim=True)
+        acc = acc * factor + p @ value[..., start : start + block_size, :]
+        m = new_m
+    return acc / total
+
+
 @implements("blockwise_attention")
 def blockwise_running_log_sum_exp(query, key, value, block_size):
     # One running log-sum-exp instead of a maximum and a sum, a running output that stays

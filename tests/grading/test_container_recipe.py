@@ -48,7 +48,8 @@ def docker_standin() -> list[str]:
     for path in library_paths():
         args += ["--ro-bind", path, path]
     args += [
-        "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--unshare-all",
+        "--perms", "1777", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
+        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--die-with-parent", "--new-session", "--chdir", "/tmp", "--",
     ]
     if os.geteuid() == 0:
@@ -68,7 +69,10 @@ def graded(tmp_path_factory):
     sees_the_course = (
         "import os\n"
         f"assert not os.path.exists({str(root)!r}), 'the course directory is visible'\n"
-        f"open({str(marker)!r}, 'w').write('ran')  # only possible outside a sandbox\n"
+        "try:\n"
+        f"    open({str(marker)!r}, 'w').write('ran')  # only possible outside a sandbox\n"
+        "except OSError:\n"
+        "    pass\n"
     )
     answers = reference_answers(EX01)
     answers["stable_softmax_answer"] = sees_the_course + "\n" + answers["stable_softmax_answer"]

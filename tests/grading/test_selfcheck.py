@@ -16,6 +16,7 @@ import pytest
 from attncourse.cli import main
 from attncourse.grading import selfcheck
 from grading_helpers import EXERCISES, SOLUTIONS, grade_id, notebook_path, read_notebook, venv_env
+from nbgrader_course import mistake_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -42,10 +43,8 @@ def test_release_scores_zero_and_a_faulty_notebook_gets_hints(tmp_path, capsys):
         tmp_path,
         {
             "dot_scores_answer": "def dot_scores(query, key):\n    while True:\n        pass",
-            "dot_product_attention_answer": (
-                "from attncourse.grading.mistakes import CATALOGUE\n"
-                "dot_product_attention = "
-                "CATALOGUE['softmax_over_query_axis'].variants['dot_product_attention']"
+            "dot_product_attention_answer": mistake_answer(
+                "dot_product_attention", "softmax_over_query_axis", "dot_product_attention"
             ),
             "dot_product_attention_visible": "pass",
         },
@@ -85,20 +84,16 @@ def test_missing_notebook_and_unknown_assignment(tmp_path, capsys):
     assert "no shipped tests" in capsys.readouterr().out
 
 
-def test_ctrl_c_stops_the_command_and_its_kernel(tmp_path):
-    pid_file = tmp_path / "kernel.pid"
-    hang = (
-        "import os\n"
-        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-        "def dot_scores(query, key):\n    while True:\n        pass"
-    )
+def test_ctrl_c_stops_the_command_and_its_sandbox(tmp_path):
+    hang = "def dot_scores(query, key):\n    while True:\n        pass"
     path = _release_with_answers(tmp_path, {"dot_scores_answer": hang})
     command = [sys.executable, "-c", "import sys; from attncourse.cli import main; sys.exit(main())"]
     process = subprocess.Popen([*command, "check", str(path), "--timeout", "300"], env=venv_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(pid_file.is_file, "the kernel never ran the answer cell")
-        time.sleep(2)  # let the test cell enter its endless loop
+        _wait_for(lambda: _sandbox_processes(process.pid), "the sandbox never started")
+        sandbox = _sandbox_processes(process.pid)
+        time.sleep(8)  # the set-up cell, the answer, then the check's endless call
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=120)
     finally:
@@ -106,8 +101,22 @@ def test_ctrl_c_stops_the_command_and_its_kernel(tmp_path):
             process.kill()
     assert process.returncode == 130, err
     assert "interrupted" in err
-    kernel_pid = int(pid_file.read_text())
-    _wait_for(lambda: not _alive(kernel_pid), "the kernel survived Ctrl-C")
+    _wait_for(lambda: not any(_alive(pid) for pid in sandbox), "the sandbox survived Ctrl-C")
+
+
+def _sandbox_processes(root: int) -> list[int]:
+    """The processes below ``root`` that run the sandbox's worker."""
+    from attncourse.grading.sandbox.isolation import descendants
+
+    found = []
+    for pid in descendants(root)[1:]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"attncourse.grading.sandbox.worker" in handle.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import os
 
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor, SaveAutoGrades
 from traitlets import Any, Integer, List, Unicode
 
-from .engine import NotebookGrader
+from .engine import GradingReport, NotebookGrader
 from .sandbox.isolation import Limits, Policy
+
+# The engine's reports of the notebooks graded in this process, for `attncourse
+# autograde`'s workers (which run nbgrader's autograde in-process and read them after).
+REPORTS: list[GradingReport] = []
 
 
 class SandboxedExecute(NbGraderPreprocessor):
@@ -75,6 +79,7 @@ class SandboxedExecute(NbGraderPreprocessor):
             max_restarts=self.max_restarts,
         )
         report = grader.grade()
+        REPORTS.append(report)
         who = f"{resources['nbgrader'].get('student')}/{resources['nbgrader']['notebook']}"
         for warning in report.warnings:
             self.log.warning("%s: %s", who, warning)
@@ -187,6 +192,34 @@ def _grade_id_of(cell) -> str | None:
     return gid if isinstance(gid, str) else None
 
 
+class AtomicSaveAutoGrades(SaveAutoGrades):
+    """nbgrader's ``SaveAutoGrades`` with one commit per notebook instead of one per cell:
+    a notebook's grades are in the gradebook all together or not at all, whenever the
+    grading is cut short."""
+
+    def preprocess(self, nb, resources):
+        from nbconvert.preprocessors import Preprocessor
+        from nbgrader.api import Gradebook
+
+        self.notebook_id = resources["nbgrader"]["notebook"]
+        self.assignment_id = resources["nbgrader"]["assignment"]
+        self.student_id = resources["nbgrader"]["student"]
+        self.db_url = resources["nbgrader"]["db_url"]
+        self.gradebook = Gradebook(self.db_url)
+        with self.gradebook:
+            session = self.gradebook.db
+            session.commit = session.flush  # the per-cell commits only send the changes
+            try:
+                nb, resources = Preprocessor.preprocess(self, nb, resources)
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                del session.commit
+            session.commit()
+        return nb, resources
+
+
 def configure(c, *, timeout: int = 30, setup_timeout: int = 300, **options) -> None:
     """Set nbgrader's configuration ``c`` to autograde with the sandboxed engine.
 
@@ -204,7 +237,6 @@ def configure(c, *, timeout: int = 30, setup_timeout: int = 300, **options) -> N
         LimitOutput,
         OverwriteCells,
         OverwriteKernelspec,
-        SaveAutoGrades,
     )
 
     c.Autograde.sanitize_preprocessors = [
@@ -220,7 +252,7 @@ def configure(c, *, timeout: int = 30, setup_timeout: int = 300, **options) -> N
         IgnorePattern,
         ClearMetadataPreprocessor,
         LimitOutput,
-        SaveAutoGrades,
+        AtomicSaveAutoGrades,
         AssignLatePenalties,
         CheckCellMetadata,
     ]

@@ -226,6 +226,20 @@ def _import(dotted: str):
     return target
 
 
+def _settle_environment() -> None:
+    """A home, IPython's and matplotlib's folders in the working directory when the
+    environment gives none that is writable (a container's user may have no home)."""
+    import os
+
+    here = os.getcwd()
+    if not os.access(os.environ.get("HOME", "/nonexistent"), os.W_OK):
+        os.environ["HOME"] = here
+    home = os.environ["HOME"]
+    os.environ.setdefault("IPYTHONDIR", os.path.join(home, ".ipython"))
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(home, ".config", "matplotlib"))
+    os.environ.setdefault("MPLBACKEND", "agg")
+
+
 def main(argv: list[str] | None = None) -> None:
     """``worker IN_FD OUT_FD``, or ``worker --stdio`` to talk on standard input and output
     (for a sandbox started by a command such as ``docker run -i``); then the original
@@ -242,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         os.close(null)
     else:
         in_fd, out_fd = int(argv[0]), int(argv[1])
+    _settle_environment()
     import torch  # noqa: F401 - every exercise uses it; load it before the first cell
 
     Worker(in_fd, out_fd).serve()
