@@ -12,6 +12,7 @@ at the same time.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -19,8 +20,11 @@ import pty
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -48,7 +52,7 @@ def class_plan() -> dict[str, dict[str, str]]:
         "cleo": {},
         "dan": {**ref, "stable_softmax_answer": mistake_answer("softmax", "no_max_subtraction", "stable_softmax")},
         "eve": {**ref, "log_sum_exp_answer": mistake_answer("log_sum_exp", "lse_keeps_dim", "log_sum_exp")},
-        "fay": {"stable_softmax_answer": RIGHT_SOFTMAX + "\nimport os\nos._exit(1)\n", "log_sum_exp_answer": RIGHT_LSE},
+        "fay": {"stable_softmax_answer": RIGHT_SOFTMAX + "\nimport os\nos.kill(os.getpid(), 9)\n", "log_sum_exp_answer": RIGHT_LSE},
         "gus": {"stable_softmax_answer": RIGHT_SOFTMAX, "log_sum_exp_answer": "while True:\n    pass\n"},
         "hal": attacks["compare_patched"].cells,
         "ida": attacks["lookup_table_from_the_package"].cells,
@@ -181,16 +185,19 @@ def test_a_killed_worker_costs_one_retry_and_force_regrades(classes):
 
 
 def _is_batch_worker(pid: int) -> bool:
+    """A grading worker of the batch (not multiprocessing's resource tracker)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"multiprocessing" in handle.read()
+            command = handle.read()
     except OSError:
         return False
+    return b"spawn_main" in command and b"resource_tracker" not in command
 
 
 def test_a_progress_bar_on_a_terminal(classes):
     _serial, parallel, *_ = classes
     main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100 x 24 terminal
     process = subprocess.Popen(
         [sys.executable, "-m", "attncourse.cli", "autograde", EX01, "--student", "ada", "--student", "cleo", "--force", "--jobs", "1"],
         cwd=parallel.root, env={**venv_env(), **SEED, "COLUMNS": "100"}, stdout=secondary, stderr=secondary,
@@ -228,11 +235,12 @@ def _postgres_bin() -> Path | None:
 
 
 @pytest.fixture
-def postgres(tmp_path):
+def postgres():
     """A throwaway PostgreSQL cluster in a temporary folder, reachable on a Unix socket."""
     bin_dir = _postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (Debian's postgresql package; `make test` installs it as root)")
+    tmp_path = Path(tempfile.mkdtemp(prefix="attncourse-postgres-"))  # under /tmp: the server's user can reach it
     data, sockets = tmp_path / "pgdata", tmp_path / "pgsock"
     sockets.mkdir()
     as_user: list[str] = []
@@ -263,6 +271,7 @@ def postgres(tmp_path):
         yield f"postgresql://gradebook@/gradebook?host={sockets}&port={port}"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_two_shards_grade_one_postgres_gradebook_at_once(tmp_path, postgres):
@@ -270,7 +279,8 @@ def test_two_shards_grade_one_postgres_gradebook_at_once(tmp_path, postgres):
     root.mkdir()
     course = Course(root, [EX01], cell_timeout=10)
     with open(root / "nbgrader_config.py", "a") as config:
-        config.write(f"\nc.CourseDirectory.db_url = {postgres!r}\n")
+        # PostgreSQL enforces the gradebook's foreign keys: an assignment needs its course.
+        config.write(f"\nc.CourseDirectory.db_url = {postgres!r}\nc.CourseDirectory.course_id = 'attncourse'\n")
     course.db_url = postgres
     course.generate()
     release = course.release_notebook(EX01)

@@ -252,3 +252,39 @@ def test_a_cell_that_kills_the_sandbox_costs_only_itself():
     outputs = [cell.outputs for cell in nb.cells]
     assert outputs[2][0]["ename"] == "DeadKernelError" and outputs[3][0]["ename"] == "CellTimeoutError"
     assert outputs[5][0]["text"].startswith("passed: softmax")
+
+
+def test_an_instructor_s_own_test_sees_the_course_s_imports_values_and_functions():
+    nb = nbformat.v4.new_notebook()
+    setup = "import torch"
+    sources = [
+        setup,
+        "lengths = [3, 1]\nweights = torch.ones(2, 3) / 3\n\ndef shift(x):\n    return x + 1",
+        "assert torch.equal(shift(torch.zeros(2)), torch.ones(2))\n"
+        "assert lengths == [3, 1] and torch.allclose(weights.sum(-1), torch.ones(2))\n"
+        "print('custom test passed')",
+        "assert shift.__code__ is not None",
+    ]
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.cells[0].metadata["nbgrader"] = {"grade_id": "setup", "locked": True}
+    for gid, cell in (("custom", nb.cells[2]), ("peek", nb.cells[3])):
+        cell.metadata["nbgrader"] = {"grade_id": gid, "grade": True, "locked": True}
+    NotebookGrader(nb, {"custom": sources[2], "peek": sources[3]}, instructor_cells={"setup": setup}).grade()
+    assert nb.cells[2].outputs[0]["text"] == "custom test passed\n"
+    refused = nb.cells[3].outputs[-1]  # no looking inside the student's function
+    assert refused["ename"] == "AttributeError" and "runs in a sandbox" in refused["evalue"]
+
+
+def test_without_bubblewrap_the_sandbox_says_what_it_lacks():
+    with Sandbox(Policy(isolation="basic")) as sandbox:
+        answer = _run(
+            sandbox,
+            "import os, socket\nprint(os.getuid())\n"
+            "try:\n    socket.create_connection(('127.0.0.1', 22), timeout=2)\nexcept OSError as exc:\n    print('network:', exc.errno)\n",
+        )
+        warnings = list(sandbox.warnings)
+    uid, network = answer["stdout"].splitlines()[:2]
+    if os.geteuid() == 0:
+        assert uid == "65534"
+    assert network.startswith("network:")  # refused: no route, or nothing listening on loopback
+    assert any("bubblewrap is not available" in w for w in warnings)

@@ -524,9 +524,14 @@ class _Progress:
     def __call__(self, done: int, total: int, outcome: Outcome | None) -> None:
         if self.stream.isatty():
             if self.bar is None:
+                import shutil
+
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="nb", file=self.stream, dynamic_ncols=True)
+                size = shutil.get_terminal_size()  # a terminal that was never sized says 0 x 0
+                self.bar = tqdm(
+                    total=total, unit="nb", file=self.stream, ncols=max(size.columns, 40), nrows=max(size.lines, 24)
+                )
             if outcome is not None:
                 self.bar.set_postfix_str(f"{outcome.student}: {outcome.state}", refresh=False)
                 self.bar.update(1)

@@ -228,13 +228,11 @@ class NotebookGrader:
 
     def _run_trusted_test(self, index: int, cell) -> list:
         source = cell.source
-        namespace: dict[str, Any] = {"__name__": "__attncourse_trusted_test__", "__builtins__": builtins}
-        for name in _free_names(source):
-            namespace[name] = RemoteName(name, self, index)
         printed = io.StringIO()
         self._deadline = time.monotonic() + self.timeout_for(cell)
         error: BaseException | None = None
         try:
+            namespace = self._trusted_namespace(source, index)
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
                 exec(compile(source, f"<test cell {grade_id(cell)}>", "exec"), namespace)  # noqa: S102 - the course's own test source
         except Exception as exc:  # noqa: BLE001 - any failure of the check fails the cell
@@ -248,6 +246,34 @@ class NotebookGrader:
         if error is not None:
             outputs.append(_error_output(type(error).__name__, str(error), _trusted_traceback(error)))
         return outputs
+
+    def _trusted_namespace(self, source: str, index: int) -> dict[str, Any]:
+        """The globals of a trusted test cell: the imports of the course's own cells (a test
+        may use ``torch`` that the set-up cell imported), then, for every other name the
+        test reads, the notebook's value when it is plain data (a number, a tensor...) and
+        a :class:`RemoteName` otherwise (a function: calls go to the sandbox)."""
+        namespace: dict[str, Any] = {"__name__": "__attncourse_trusted_test__", "__builtins__": builtins}
+        for cell in self.nb.cells[:index]:
+            if self.is_instructor_cell(cell):
+                imports = [n for n in static_audit.parse_cell(cell.source).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+                exec(compile(ast.Module(body=imports, type_ignores=[]), "<course imports>", "exec"), namespace)  # noqa: S102
+        for name in _free_names(source):
+            if name in namespace:
+                continue
+            remote = RemoteName(name, self, index)
+            namespace[name] = remote
+            try:
+                answer, buffers = self._request({"op": "describe", "name": name, "value": True}, timeout=30)
+            except SandboxError:
+                continue
+            if answer.get("exists") and not answer.get("callable") and answer.get("value") is not None:
+                try:
+                    value = wire.decode(answer["value"], buffers)
+                except wire.WireError:
+                    continue
+                if not _holds_foreign(value):
+                    namespace[name] = value  # plain data, rebuilt here
+        return namespace
 
     # -- serving RemoteName ---------------------------------------------------------------
 
@@ -385,13 +411,14 @@ class RemoteName(RemoteObject):
         return f"<the notebook's {self.name}>"
 
     def __getattr__(self, attribute: str):
-        if attribute.startswith("__"):
-            raise AttributeError(attribute)
-        raise TypeError(
+        message = (
             f"{self.name} is defined by the student's notebook, which runs in a sandbox: a "
             "test can call it with plain data (tensors, numbers, strings) but cannot look "
             f"inside it (.{attribute})"
         )
+        if attribute.startswith("__"):  # Python's own probes (copy, inspect...) expect this type
+            raise AttributeError(message)
+        raise TypeError(message)
 
     def kind(self) -> str | None:
         try:
@@ -445,6 +472,16 @@ class RemoteName(RemoteObject):
             run.peak_growth, memory_notes, run.memory_problem = grader.measure_memory(self.name, task, self._cell_index)
             run.notes += memory_notes
         return run
+
+
+def _holds_foreign(value: Any) -> bool:
+    if isinstance(value, wire.Foreign):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_foreign(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_foreign(v) for v in value.values())
+    return False
 
 
 def _probe_name(probe: Callable | None) -> str | None:

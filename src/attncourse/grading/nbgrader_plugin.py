@@ -21,7 +21,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor, SaveAutoGrades
 from traitlets import Any, Integer, List, Unicode
 
 from .engine import GradingReport, NotebookGrader
-from .sandbox.isolation import Limits, Policy
+from .sandbox.isolation import Limits, Policy, resolve_isolation
 
 # The engine's reports of the notebooks graded in this process, for `attncourse
 # autograde`'s workers (which run nbgrader's autograde in-process and read them after).
@@ -68,12 +68,14 @@ class SandboxedExecute(NbGraderPreprocessor):
         return float(self.timeout)
 
     def preprocess(self, nb, resources):
+        policy = self.policy()
+        resolve_isolation(policy)  # a sandbox that cannot be made stops here, not as 0 points
         trusted, instructor = gradebook_sources(resources)
         grader = NotebookGrader(
             nb,
             trusted,
             instructor_cells=instructor,
-            policy=self.policy(),
+            policy=policy,
             timeout_for=self.cell_timeout,
             notebook_name=f"{resources['nbgrader']['notebook']}.ipynb",
             max_restarts=self.max_restarts,

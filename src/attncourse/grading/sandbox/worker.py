@@ -170,13 +170,19 @@ class Worker:
             handle.write(buffers[0] if buffers else b"")
         return {"status": "ok"}
 
-    def describe(self, request: dict) -> dict:
+    def describe(self, request: dict) -> tuple[dict, list[bytes]]:
+        """Whether a name exists and is callable, how to call it in a message, and (when
+        asked, for a value that is not callable) the value itself as plain data."""
         from ..core import _kind_of
 
         target = self.shell.user_ns.get(str(request.get("name")), _MISSING)
         if target is _MISSING:
-            return {"exists": False, "callable": False, "kind": ""}
-        return {"exists": True, "callable": callable(target), "kind": _kind_of(target)}
+            return {"exists": False, "callable": False, "kind": ""}, []
+        answer = {"exists": True, "callable": callable(target), "kind": _kind_of(target)}
+        buffers: list[bytes] = []
+        if request.get("value") and not answer["callable"]:
+            answer["value"] = self.wire.encode(target, buffers)
+        return answer, buffers
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -198,7 +204,7 @@ class Worker:
                 elif op == "write_notebook":
                     answer = self.write_notebook(request, buffers)
                 elif op == "describe":
-                    answer = self.describe(request)
+                    answer, out_buffers = self.describe(request)
                 elif op == "ping":
                     answer = {"status": "ok"}
                 elif op == "shutdown":
