@@ -21,6 +21,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # from PyTorch's own index:  make venv TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each test module runs whole in one of them, and the book's
+# build and browser checks together (tests/conftest.py groups them).
+TEST_JOBS ?= auto
 BENCH_ARGS ?=
 
 .PHONY: help venv book test bench bench-book-data exercises constraints clean distclean
@@ -52,7 +55,7 @@ book: venv
 
 test: venv
 	bash tools/install-system-packages.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -23,6 +23,15 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ.get("ATTNCOURSE_TEST_THREADS", "1")))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), each test module runs whole
+    in one process, so that its module-scoped fixtures (a graded class, a course) are built
+    once, and the book's modules share one process and one build."""
+    for item in items:
+        group = "book" if "book" in item.path.parts else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(
     params=[
         "cpu",

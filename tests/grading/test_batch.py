@@ -277,7 +277,7 @@ def postgres():
 def test_two_shards_grade_one_postgres_gradebook_at_once(tmp_path, postgres):
     root = tmp_path / "course"
     root.mkdir()
-    course = Course(root, [EX01], cell_timeout=10)
+    course = Course(root, [EX01], cell_timeout=30)  # honest work only: no cell should come near it
     with open(root / "nbgrader_config.py", "a") as config:
         # PostgreSQL enforces the gradebook's foreign keys: an assignment needs its course.
         config.write(f"\nc.CourseDirectory.db_url = {postgres!r}\nc.CourseDirectory.course_id = 'attncourse'\n")
