@@ -60,7 +60,7 @@ def test_heatmap_draws_into_given_axes_and_accepts_low_precision():
     weights = torch.full((2, 2), 0.5, dtype=torch.bfloat16, requires_grad=True)
     assert plot.attention_heatmap(weights, ax=ax, colorbar=False) is ax
     assert len(fig.axes) == 1
-    assert _tick_texts(ax.get_xticklabels()) == ["0", "1"]
+    assert _tick_texts(ax.get_xticklabels()) == ["1", "2"]  # counted from 1
 
 
 def test_heads_grid_returns_figure_with_one_panel_per_head(no_show):
@@ -68,10 +68,23 @@ def test_heads_grid_returns_figure_with_one_panel_per_head(no_show):
     fig = plot.heads_grid(weights, TOKENS_Q, TOKENS_K, ncols=2, title="layer 0")
     assert isinstance(fig, Figure)
     visible = [ax for ax in fig.axes if ax.axison]
-    assert [ax.get_title() for ax in visible] == [f"head {h}" for h in range(5)]
-    assert len(fig.axes) == 6  # a 3 x 2 grid, the last panel switched off
+    # heads are counted from 1, as in the book
+    assert [ax.get_title() for ax in visible if ax.get_images()] == [f"head {h}" for h in range(1, 6)]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 6  # a 3 x 2 grid, the last panel switched off
+    assert len(fig.axes) == 7  # and one colour bar for all heads
     assert fig._suptitle.get_text() == "layer 0"
     assert _tick_texts(visible[0].get_yticklabels()) == TOKENS_Q
+    assert len(visible[0].texts) == 12  # 3 x 4 maps are small enough to carry their values
+    assert not plot.heads_grid(weights, annotate=False).axes[0].texts
+
+
+def test_heads_grid_shares_one_colour_scale():
+    weights = np.stack([np.full((2, 2), 0.5), np.eye(2)])
+    fig = plot.heads_grid(weights, colorbar=True)
+    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    assert {image.get_clim() for image in images} == {(0.0, 1.0)}
+    assert len(fig.axes) == 3  # two heads and the colour bar
 
 
 def test_mask_image_marks_kept_entries(no_show):
@@ -104,3 +117,66 @@ def test_wrong_number_of_labels_raises():
         plot.attention_heatmap(np.zeros((3, 4)), TOKENS_Q, TOKENS_Q)
     with pytest.raises(ValueError, match="query_labels"):
         plot.mask_image(np.ones((2, 4), dtype=bool), TOKENS_Q, TOKENS_K)
+
+
+def _luminance(rgba) -> float:
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(first, second) -> float:
+    high, low = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("vmax", [None, 1.0])
+def test_annotations_contrast_with_their_cells(vmax):
+    """Every value is readable on its cell (WCAG contrast ratio >= 4.5), whatever the colour
+    range: nearly uniform weights drawn on a 0-to-1 scale are dark cells, for instance."""
+    from matplotlib.colors import to_rgba
+
+    weights = np.array([[0.12, 0.13, 0.125], [0.0, 0.5, 1.0], [0.3, 0.6, 0.9]])
+    ax = plot.attention_heatmap(weights, vmax=vmax, annotate=True)
+    image = ax.get_images()[0]
+    assert len(ax.texts) == 9
+    for text in ax.texts:
+        j, i = (round(c) for c in text.get_position())
+        cell = image.cmap(image.norm(weights[i, j]))
+        assert _contrast(to_rgba(text.get_color()), cell) >= 4.5, (text.get_text(), text.get_color())
+        assert text.get_fontsize() >= 9
+    mask_ax = plot.mask_image(M.causal_mask(3))
+    mask_cells = mask_ax.get_images()[0]
+    for text in mask_ax.texts:
+        j, i = (round(c) for c in text.get_position())
+        cell = mask_cells.cmap(mask_cells.norm(float(text.get_text())))
+        assert _contrast(to_rgba(text.get_color()), cell) >= 4.5
+
+
+def test_book_style_sets_readable_sizes():
+    import matplotlib
+
+    with matplotlib.rc_context():
+        plot.use_book_style()  # outside IPython: only the sizes
+        for key in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize", "font.size"):
+            assert matplotlib.rcParams[key] >= 9
+        assert matplotlib.rcParams["svg.fonttype"] == "path"
+
+
+@pytest.mark.parametrize("heads, n", [(2, 3), (2, 5), (2, 8), (4, 6), (3, 12)])
+def test_heads_grid_keeps_to_the_book_width(heads, n):
+    """A grid of heads is never wider than the text column, so nothing in it is scaled
+    below the sizes of use_book_style()."""
+    fig = plot.heads_grid(np.full((heads, n, n), 1.0 / n))
+    width, _ = fig.get_size_inches()
+    assert width <= plot.BOOK_WIDTH_INCHES + 1e-9
+    panel = fig.axes[0]
+    if panel.texts:  # values are written only where a cell has room for them
+        assert width / min(heads, 4) / n >= 0.3
+
+
+def test_key_labels_that_would_overlap_stand_upright():
+    tokens = ["token 1", "token 2", "token 3"]
+    crowded = plot.heads_grid(np.full((2, 3, 3), 1 / 3), tokens, tokens)
+    assert {label.get_rotation() for label in crowded.axes[0].get_xticklabels()} == {90.0}
+    roomy = plot.heads_grid(np.full((2, 3, 3), 1 / 3), ["a", "b", "c"], ["a", "b", "c"])
+    assert {label.get_rotation() for label in roomy.axes[0].get_xticklabels()} == {0.0}

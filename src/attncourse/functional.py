@@ -5,8 +5,12 @@ Letters used for shapes throughout (as in the book):
 * ``...`` batch dimensions (for example batch and heads), which broadcast;
 * ``L`` = n_q, the number of queries; ``S`` = n_k, the number of keys (= values);
 * ``E`` = d_k, the query/key size; ``Ev`` = d_v, the value size;
-* ``Eq`` and ``Ek`` when queries and keys may have different sizes (additive, bilinear);
-* ``H`` the hidden size of additive attention.
+* ``Eq`` = d_q and ``Ek`` = d_k when queries and keys may have different sizes
+  (additive, bilinear);
+* ``H`` = d_h, the hidden size of additive attention;
+* ``Hq`` = h query heads and ``Hkv`` = g key/value heads (grouped-query attention).
+
+(The book's notation table, in its preface, lists every symbol with these letters.)
 
 Rows are queries and columns are keys: scores and weights have shape (..., L, S).
 

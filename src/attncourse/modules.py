@@ -120,10 +120,12 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention, the layer of "Attention Is All You Need".
 
     Each of h heads projects the inputs to d_head = embed_dim / h dimensions, runs scaled
-    dot-product attention, and the heads' outputs are concatenated and projected back:
+    dot-product attention, and the heads' outputs are concatenated and projected back.
+    With X_q the query-side and X_kv the key/value-side tokens, and W^(r) the rows of a
+    projection that belong to head r (counted from 1):
 
-        head_i = Attention(Q W_q,i^T, K W_k,i^T, V W_v,i^T)
-        MHA(Q, K, V) = concat(head_1, ..., head_h) W_o^T
+        O^(r) = Attention(X_q W_Q^(r)T, X_kv W_K^(r)T, X_kv W_V^(r)T)
+        MHA(X_q, X_kv) = [O^(1) ... O^(h)] W_O^T
 
     With ``num_kv_heads`` < ``num_heads`` it becomes grouped-query attention (one key/value
     head per group of query heads); ``num_kv_heads=1`` is multi-query attention.
@@ -217,14 +219,14 @@ class MultiHeadAttention(nn.Module):
     # -- shapes ---------------------------------------------------------------------------
 
     def split_heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
-        """(B, T, heads * d_head) -> (B, heads, T, d_head)."""
-        B, T, _ = x.shape
-        return x.view(B, T, heads, self.head_dim).transpose(1, 2)  # (B, heads, T, d_head)
+        """(B, L, h * d_head) -> (B, h, L, d_head), for h = ``heads``."""
+        B, L, _ = x.shape
+        return x.view(B, L, heads, self.head_dim).transpose(1, 2)  # (B, h, L, d_head)
 
     def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, T, d_head) -> (B, T, h * d_head)."""
-        B, h, T, d_head = x.shape
-        return x.transpose(1, 2).reshape(B, T, h * d_head)  # (B, T, d_model)
+        """(B, h, L, d_head) -> (B, L, h * d_head)."""
+        B, h, L, d_head = x.shape
+        return x.transpose(1, 2).reshape(B, L, h * d_head)  # (B, L, d_model)
 
     def _project(self, query, key, value):
         """The three input projections; self-attention uses one fused matmul."""

@@ -51,7 +51,7 @@ def _transpose(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
-    """softmax(x)_j = exp(x_j - m) / sum_l exp(x_l - m), with m = max_l x_l.
+    """softmax(s)_j = exp(s_j - m) / sum_l exp(s_l - m), with m = max_l s_l (s = x).
 
     Subtracting the maximum m changes nothing mathematically and keeps exp from overflowing.
     """
@@ -107,7 +107,7 @@ def general_scores(Q, K, W) -> np.ndarray:
 def additive_scores(Q, K, W_q, W_k, w_v) -> np.ndarray:
     """S[i, j] = w_v^T tanh(W_q q_i + W_k k_j) (Bahdanau's score).
 
-    W_q is (H, d_q), W_k is (H, d_k), w_v is (H,).
+    W_q is (d_h, d_q), W_k is (d_h, d_k), w_v is (d_h,).
     """
     Q, K = _f64(Q), _f64(K)
     W_q, W_k, w_v = _f64(W_q), _f64(W_k), _f64(w_v)

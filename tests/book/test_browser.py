@@ -2,13 +2,20 @@
 
 Each page in _toc.yml is visited once; the tests then look at what that visit found: the
 page loads without console errors and without reaching beyond 127.0.0.1, MathJax typesets
-all of its math, every image decodes, and every relative link points at a file of the
-built book. One chapter is saved as a screenshot in
-_build/screenshots/ for a human to look at.
+all of its math, every image decodes, every relative link points at a file of the built
+book, no output shows the error stream, and every question keeps its answer folded.
+
+The visit also measures the layout, with every fold opened, at two window widths: at
+1280 px no display equation, table, figure, code cell or output may be wider than the text
+column (neither clipped nor scrolling), and at a phone's 390 px nothing may be clipped or
+push the page sideways (code, outputs, tables and equations may scroll inside their own
+box there). Each offending element is listed. Full-page screenshots at both widths are
+saved in _build/screenshots/ for a human to look at.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -70,6 +77,154 @@ return Array.from(document.querySelectorAll('a[href]')).map((a) => ({
 }));
 """
 
+# The layout of the page at the current window width. Every display equation, table,
+# image, code block and output in the article is measured against the text column: the
+# nearest box (itself included) that clips or scrolls it, or else the column, must hold
+# all of its content. Any other element that sticks out of the column is reported too.
+LAYOUT_REPORT = r"""
+const viewport = document.documentElement.clientWidth;
+const article = document.querySelector('main article') || document.querySelector('main');
+const style = getComputedStyle(article);
+const box = article.getBoundingClientRect();
+const colLeft = box.left + parseFloat(style.paddingLeft);
+const colRight = box.right - parseFloat(style.paddingRight);
+const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 || r.height > 0; };
+const kindOf = (el) => {
+  if (el.matches('mjx-container')) return 'display math';
+  if (el.matches('table')) return 'table';
+  if (el.matches('img')) return 'figure';
+  if (el.closest('.cell_output')) return 'output';
+  return 'code';
+};
+const describe = (el) => {
+  let text = '';
+  if (el.matches('img')) text = el.getAttribute('src') || '';
+  else if (el.matches('mjx-container')) {
+    const mml = el.querySelector('mjx-assistive-mml');
+    text = (mml ? mml.textContent : el.textContent);
+  } else text = el.innerText || el.textContent || '';
+  const section = el.closest('section[id]');
+  return {section: section ? section.id : '', text: text.replace(/\s+/g, ' ').trim().slice(0, 100)};
+};
+// The extent of an element's content, in page coordinates.
+const extent = (el) => {
+  const r = el.getBoundingClientRect();
+  let left = r.left, right = r.left + Math.max(el.scrollWidth || 0, r.width);
+  if (el.matches('mjx-container')) {
+    const math = el.querySelector('mjx-math');
+    if (math) { const m = math.getBoundingClientRect(); left = Math.min(left, m.left); right = Math.max(right, m.right); }
+  }
+  return {left, right};
+};
+const measured = [];
+const selector = 'mjx-container[display="true"], table, img, div.highlight pre';
+for (const el of article.querySelectorAll(selector)) {
+  if (!visible(el)) continue;
+  const {left, right} = extent(el);
+  let holder = null;  // the nearest box that clips or scrolls this content
+  for (let node = el; node && node !== article; node = node.parentElement) {
+    const overflow = getComputedStyle(node).overflowX;
+    if (overflow === 'visible') continue;
+    const r = node.getBoundingClientRect();
+    const reach = node === el ? r.left + node.scrollWidth : right;
+    if (node.scrollWidth > node.clientWidth + 1 || reach > r.right + 1 || left < r.left - 1) {
+      holder = {mode: (overflow === 'auto' || overflow === 'scroll') ? 'scrolls' : 'clipped', rect: r};
+      break;
+    }
+  }
+  let problem = null, room = colRight - colLeft;
+  if (holder) {
+    problem = holder.mode;
+    room = holder.rect.width;
+    if (holder.rect.right > colRight + 1 || holder.rect.left < colLeft - 1) problem += ' in a box wider than the column';
+  } else if (right > colRight + 1 || left < colLeft - 1) {
+    problem = 'sticks out of the column';
+  }
+  if (problem) measured.push({kind: kindOf(el), problem, width: Math.round(right - left), room: Math.round(room), ...describe(el)});
+}
+// Anything else that sticks out of the column (a long inline literal, a wide figure caption).
+const inScroller = (el) => {
+  for (let node = el.parentElement; node && node !== article; node = node.parentElement) {
+    if (getComputedStyle(node).overflowX !== 'visible') return true;
+  }
+  return false;
+};
+const sticking = (el) => { const r = el.getBoundingClientRect(); return (r.width > 0) && (r.right > colRight + 1 || r.left < colLeft - 1); };
+for (const el of article.querySelectorAll('*')) {
+  if (el.closest('mjx-container') || el.matches(selector) || el.closest(selector)) continue;
+  if (!sticking(el) || inScroller(el)) continue;
+  if (el.parentElement && el.parentElement !== article && sticking(el.parentElement)) continue;  // report the outermost only
+  const r = el.getBoundingClientRect();
+  measured.push({kind: el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ')[0] : ''),
+                 problem: 'sticks out of the column', width: Math.round(r.width), room: Math.round(colRight - colLeft), ...describe(el)});
+}
+const figures = Array.from(article.querySelectorAll('.cell_output img')).filter(visible)
+  .map((img) => ({src: img.getAttribute('src'), shown: img.getBoundingClientRect().width, ...describe(img)}));
+// As a JSON string: WebDriver cannot carry every value a measurement may produce.
+return JSON.stringify({viewport, column: Math.round(colRight - colLeft),
+  pageWidth: document.documentElement.scrollWidth, offending: measured, figures});
+"""
+
+# The outputs that show the error stream (myst-nb marks them with the class "stderr").
+STDERR_REPORT = """
+return Array.from(document.querySelectorAll('main .output.stderr, main .cell_output .stderr')).map((el) => {
+  const section = el.closest('section[id]');
+  return {section: section ? section.id : '', text: el.innerText.slice(0, 200)};
+});
+"""
+
+# Questions and their folded answers, as the page first shows them. A question is an
+# admonition titled "Question ..."; its answer is the dropdown admonition right after it.
+# After its first question, a section may show no code cell outside the answers, not even
+# one folded behind a "show code" toggle: its code or its output would give an answer away
+# next to the question. (Cells that check the answers are removed from the page.)
+FOLDS_REPORT = r"""
+const titleOf = (el) => { const t = el.querySelector(':scope > .admonition-title'); return t ? t.textContent.trim() : ''; };
+const folded = (el) => Array.from(el.children).filter((c) => !c.matches('.admonition-title'))
+  .every((c) => c.getBoundingClientRect().height === 0);
+const questions = [];
+for (const q of document.querySelectorAll('main .admonition')) {
+  if (!/^Question\b/.test(titleOf(q)) || q.classList.contains('dropdown')) continue;
+  const answer = q.nextElementSibling;
+  const isAnswer = answer && answer.matches('.admonition.dropdown') && /^Answer\b/.test(titleOf(answer));
+  questions.push({
+    title: titleOf(q), answered: !!isAnswer,
+    folded: isAnswer ? folded(answer) : null,
+    answerLength: isAnswer ? answer.textContent.replace(titleOf(answer), '').trim().length : 0,
+  });
+}
+const dropdowns = Array.from(document.querySelectorAll('main .admonition.dropdown')).map((d) => ({title: titleOf(d), folded: folded(d)}));
+// The first question of each section that asks some; cells after it must not show.
+const firstQuestion = new Map();
+document.querySelectorAll('main .admonition').forEach((q) => {
+  if (/^Question\b/.test(titleOf(q)) && !q.classList.contains('dropdown')) {
+    const s = q.closest('section'); if (s && !firstQuestion.has(s)) firstQuestion.set(s, q);
+  }
+});
+const shown = [];
+for (const [section, first] of firstQuestion) {
+  for (const cell of section.querySelectorAll('.cell')) {
+    if (cell.closest('.admonition.dropdown')) continue;
+    if (!(first.compareDocumentPosition(cell) & Node.DOCUMENT_POSITION_FOLLOWING)) continue;
+    const sub = cell.closest('section');
+    shown.push({section: sub ? sub.id : section.id, text: cell.textContent.replace(/\s+/g, ' ').trim().slice(0, 120)});
+  }
+}
+const boldNumbers = Array.from(document.querySelectorAll('main p > strong:first-child'))
+  .filter((b) => /^\d+\.$/.test(b.textContent.trim()) && b.parentElement.textContent.trim().startsWith(b.textContent.trim()))
+  .map((b) => b.parentElement.textContent.trim().slice(0, 80));
+return {questions, dropdowns, shown, boldNumbers};
+"""
+
+# Opens every fold (dropdown admonitions, "show code" toggles, <details>) for measuring.
+OPEN_FOLDS = """
+document.querySelectorAll('.toggle-hidden').forEach((el) => el.classList.remove('toggle-hidden'));
+document.querySelectorAll('details').forEach((el) => { el.open = true; });
+"""
+
+WIDTHS = (1280, 390)
+WINDOW_HEIGHT = 1600
+
 RESOURCES_LOADED = "return performance.getEntriesByType('resource').map((e) => e.name);"
 
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\[A-Za-z]{2,}")
@@ -86,6 +241,33 @@ def open_page(browser, book_url: str, docname: str) -> dict:
     return browser.execute_async_script(WAIT_FOR_MATHJAX)
 
 
+def screenshot_path(docname: str, width: int) -> Path:
+    return SCREENSHOT_DIR / f"{docname.replace('/', '__')}@{width}.png"
+
+
+def emulate_window(browser, width: int, height: int) -> None:
+    """Lay the page out as in a window of this size (Chromium's DevTools protocol)."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+
+
+def save_full_page_screenshot(browser, target: Path, width: int) -> None:
+    """The whole page, at this width, as a PNG: the emulated window is made as tall as the
+    page, so that everything is laid out and painted as a reader scrolling down sees it."""
+    import base64
+
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    emulate_window(browser, width, int(height))
+    try:
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        emulate_window(browser, width, WINDOW_HEIGHT)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(base64.b64decode(shot["data"]))
+
+
 @dataclass
 class PageReport:
     """What one visit to a page found; each test below looks at one part of it."""
@@ -96,6 +278,10 @@ class PageReport:
     math: list[dict]
     images: list[dict]
     links: list[dict]
+    stderr: list[dict]
+    folds: dict
+    layout: dict[int, dict]  # window width -> LAYOUT_REPORT with every fold open
+    screenshots: dict[int, Path]
 
 
 @pytest.fixture(scope="session")
@@ -114,15 +300,36 @@ def page(browser, book_url, toc_page, _visited) -> PageReport:
             # The browser asks the server root for /favicon.ico by itself; the book has none.
             if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
         ]
-        _visited[toc_page] = PageReport(
+        report = dict(
             mathjax=mathjax,
             console_errors=console_errors,
             resources=browser.execute_script(RESOURCES_LOADED),
             math=browser.execute_script(MATH_REPORT),
             images=browser.execute_async_script(IMAGE_REPORT),
             links=browser.execute_script(LINK_REPORT),
+            stderr=browser.execute_script(STDERR_REPORT),
+            folds=browser.execute_script(FOLDS_REPORT),
         )
+        browser.execute_script(OPEN_FOLDS)
+        layout, screenshots = {}, {}
+        try:
+            for width in WIDTHS:
+                emulate_window(browser, width, WINDOW_HEIGHT)
+                layout[width] = json.loads(browser.execute_script(LAYOUT_REPORT))
+                screenshots[width] = screenshot_path(toc_page, width)
+                save_full_page_screenshot(browser, screenshots[width], width)
+        finally:
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        _visited[toc_page] = PageReport(**report, layout=layout, screenshots=screenshots)
     return _visited[toc_page]
+
+
+def format_offending(items: list[dict]) -> str:
+    return "\n".join(
+        f"  {item['kind']} in #{item['section']}: {item['problem']} "
+        f"({item['width']} px of content, {item['room']} px of room): {item['text']!r}"
+        for item in items
+    )
 
 
 def test_page_loads_cleanly_and_offline(page, book_url, toc_page):
@@ -193,18 +400,105 @@ def test_internal_links_resolve(page, book_html, toc_page):
     assert not problems, f"{toc_page}: broken links:\n" + "\n".join(problems)
 
 
-def test_screenshot_of_a_chapter(browser, book_url):
-    from sphinx_external_toc.parsing import parse_toc_yaml
+def test_nothing_is_wider_than_the_column_at_1280_px(page, toc_page):
+    layout = page.layout[1280]
+    problems = layout["offending"]
+    page_width = layout["pageWidth"]
+    assert not problems and page_width <= layout["viewport"], (
+        f"{toc_page} at 1280 px (text column {layout['column']} px, page {page_width} px "
+        f"in a {layout['viewport']} px window): {len(problems)} elements do not fit:\n"
+        + format_offending(problems)
+    )
 
-    pages = list(parse_toc_yaml(REPO_ROOT / "_toc.yml"))
-    docname = pages[1] if len(pages) > 1 else pages[0]  # the first chapter, else the root page
-    open_page(browser, book_url, docname)
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1280, max(800, min(int(height), 6000)))
-    try:
-        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        target = SCREENSHOT_DIR / (docname.replace("/", "__") + ".png")
-        assert browser.save_screenshot(str(target)), "Chromium did not write a screenshot"
+
+# At a phone's width these may scroll inside their own box, which keeps the page in place.
+MAY_SCROLL_ON_A_PHONE = {"code", "output", "table", "display math"}
+
+
+def test_nothing_is_clipped_at_390_px(page, toc_page):
+    layout = page.layout[390]
+    problems = [
+        item
+        for item in layout["offending"]
+        if not (item["problem"] == "scrolls" and item["kind"] in MAY_SCROLL_ON_A_PHONE)
+    ]
+    page_width = layout["pageWidth"]
+    assert not problems and page_width <= layout["viewport"], (
+        f"{toc_page} at 390 px (text column {layout['column']} px, page {page_width} px "
+        f"in a {layout['viewport']} px window): {len(problems)} elements are clipped or "
+        "stick out:\n" + format_offending(problems)
+    )
+
+
+# A text group of a matplotlib SVG (text drawn as outlines): the text in a comment, then
+# its placement, scaled by font size / 100 (matplotlib's text-to-path scale).
+SVG_TEXT = re.compile(
+    r'<g id="text_\d+">\s*<!--\s*(?P<text>.*?)\s*-->\s*'
+    r'<g transform="translate\([^)]*\)\s*scale\((?P<scale>[\d.e-]+)\s+-[\d.e-]+\)"',
+    re.DOTALL,
+)
+SVG_VIEWBOX = re.compile(r'<svg[^>]*viewBox="[\d.-]+ [\d.-]+ (?P<width>[\d.]+) [\d.]+"')
+MIN_FIGURE_TEXT_PT = 9.0
+
+
+def figure_text_sizes(svg: str, shown_width_px: float) -> list[tuple[str, float]]:
+    """(text, size in points as shown) of every text of a matplotlib SVG shown at that width.
+
+    The SVG's units are points; shown at `shown_width_px` CSS pixels (96 per inch, 72
+    points per inch), every length is multiplied by shown_width_px / (width_pt * 4/3).
+    """
+    viewbox = SVG_VIEWBOX.search(svg)
+    factor = shown_width_px / (float(viewbox["width"]) * 4 / 3)
+    return [
+        (match["text"], 100 * float(match["scale"]) * factor) for match in SVG_TEXT.finditer(svg)
+    ]
+
+
+def test_figure_text_is_readable_at_1280_px(page, book_html, toc_page):
+    """Every text of every figure (ticks, legends, labels, values in cells) is shown at
+    9 pt or more in the text column. Figures are SVG (attncourse.plot.use_book_style())."""
+    page_dir = (book_html / toc_page).parent
+    problems = []
+    for figure in page.layout[1280]["figures"]:
+        path = (page_dir / unquote(urlsplit(figure["src"]).path)).resolve()
+        if path.suffix != ".svg":
+            problems.append(
+                f"  #{figure['section']}: {path.name} is not SVG, so its text cannot be measured "
+                "(call attncourse.plot.use_book_style() in the page's set-up cell)"
+            )
+            continue
+        sizes = figure_text_sizes(path.read_text(encoding="utf-8"), figure["shown"])
+        small = [(text, size) for text, size in sizes if size < MIN_FIGURE_TEXT_PT]
+        if small:
+            shown = ", ".join(f"{text!r} {size:.1f} pt" for text, size in small[:6])
+            problems.append(f"  #{figure['section']}: {path.name}, {len(small)} of {len(sizes)} texts: {shown}")
+    assert not problems, (
+        f"{toc_page}: figure text below {MIN_FIGURE_TEXT_PT:g} pt as shown at 1280 px:\n" + "\n".join(problems)
+    )
+
+
+def test_no_output_shows_stderr(page, toc_page):
+    assert not page.stderr, f"{toc_page}: outputs on the error stream:\n" + "\n".join(
+        f"  #{item['section']}: {item['text']!r}" for item in page.stderr
+    )
+
+
+def test_answers_stay_folded(page, toc_page):
+    folds = page.folds
+    problems = [
+        f"{q['title']}: no 'Answer' dropdown right after it" for q in folds["questions"] if not q["answered"]
+    ]
+    problems += [f"{q['title']}: the answer is empty" for q in folds["questions"] if q["answered"] and not q["answerLength"]]
+    problems += [f"dropdown {d['title']!r} is open when the page loads" for d in folds["dropdowns"] if not d["folded"]]
+    problems += [
+        f"#{o['section']}: a code cell outside the answers gives them away: {o['text']!r}"
+        for o in folds["shown"]
+    ]
+    problems += [f"a question numbered as a paragraph, not a 'Question' box: {text!r}" for text in folds["boldNumbers"]]
+    assert not problems, f"{toc_page}:\n" + "\n".join(problems)
+
+
+def test_screenshots_are_saved(page, toc_page):
+    for width, target in page.screenshots.items():
+        assert target.is_file(), f"no screenshot of {toc_page} at {width} px"
         assert target.stat().st_size > 10_000, f"{target} is suspiciously small"
-    finally:
-        browser.set_window_size(1280, 1600)

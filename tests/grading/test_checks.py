@@ -103,7 +103,7 @@ def test_small_case_is_printed_with_expected_and_got(capsys):
 
     _failure("dot_scores", doubled, "visible")
     out = capsys.readouterr().out
-    assert "The small case that failed: the three-token example" in out
+    assert "The small case that failed: hand-sized: 3 tokens of size 2" in out
     assert "expected scores:" in out and "got scores:" in out
 
 

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import nbformat
 
-BOOK_URL = "https://github.com/attncourse/attncourse/blob/main/book/{chapter}.md"
+# The published book (its html_baseurl in _config.yml): notebooks link to its pages, and
+# to a section with "#<label>", the MyST label before the section's heading.
+BOOK_BASE_URL = "https://attncourse.github.io/attncourse/"
+BOOK_URL = BOOK_BASE_URL + "book/{chapter}.html"
 VISIBLE_POINTS = 1
 HIDDEN_POINTS = 2
+VISIBLE_CASES_INTRO = "The visible test ({points} point) runs these cases:"
 
 SETUP_SOURCE = """\
 # Set-up (locked): run this cell first.
@@ -46,6 +50,32 @@ def _nbgrader(grade_id: str, *, grade: bool, solution: bool, locked: bool, point
     if points is not None:
         meta["points"] = points
     return {"nbgrader": meta}
+
+
+def book_link(text: str, chapter: str, section: str | None = None) -> str:
+    """A Markdown link to a page of the published book, or to one of its sections."""
+    url = BOOK_URL.format(chapter=chapter) + (f"#{section}" if section else "")
+    return f"[{text}]({url})"
+
+
+def visible_case_names(task: str) -> list[str]:
+    """The names of the cases that the visible test of ``task`` runs, in order."""
+    from . import checks  # noqa: F401 - registers every task
+    from .core import TASKS
+
+    return [case.name for case in TASKS[task].cases("visible")]
+
+
+def visible_cases_markdown(task: str) -> str:
+    """The paragraph of a task's explanation that says what its visible test covers."""
+    lines = [VISIBLE_CASES_INTRO.format(points=VISIBLE_POINTS), ""]
+    lines += [f"- {name}" for name in visible_case_names(task)]
+    lines += [
+        "",
+        f"The hidden tests ({HIDDEN_POINTS} points) run these kinds of cases again, with other "
+        "random numbers, and a few more.",
+    ]
+    return "\n".join(lines)
 
 
 def markdown(text: str) -> nbformat.NotebookNode:

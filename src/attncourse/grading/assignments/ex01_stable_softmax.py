@@ -108,6 +108,12 @@ define(
     "everywhere (max, sum) instead of -1.",
 )
 define(
+    "softmax_always_dim0",
+    "the function always normalises along dim 0 (the first dimension), whatever dim "
+    "says: pass dim on to every max and sum, x.amax(dim=dim, keepdim=True) and "
+    "e.sum(dim=dim, keepdim=True), instead of a fixed 0.",
+)
+define(
     "forgot_exp",
     "the scores are divided by their sum without exponentiating first: softmax is "
     "exp(x - max) / sum(exp(x - max)).",
@@ -165,6 +171,11 @@ def _softmax_max_no_keepdim(x, dim=-1):
 @variant("ignores_dim", "stable_softmax")
 def _softmax_last_dim(x, dim=-1):
     return _softmax(x, -1)
+
+
+@variant("softmax_always_dim0", "stable_softmax")
+def _softmax_first_dim(x, dim=-1):
+    return _softmax(x, 0)
 
 
 @variant("forgot_exp", "stable_softmax")

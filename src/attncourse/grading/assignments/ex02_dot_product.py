@@ -21,8 +21,9 @@ from ..tripwire import ATTENTION_FAMILY, LIBRARY_FAMILY
 
 CHAPTER = "02_dot_product"
 
-# The classic three-token example: three tokens with 2-d embeddings, attending to
-# themselves (Q = K = X) and carrying 3-d values.
+# A small hand-sized case: three tokens of size 2 attending to themselves (Q = K = X)
+# and carrying values of size 3. (Not the book's walkthrough, whose queries and keys
+# differ; the notebook's "try it" cell uses the book's numbers.)
 THREE_TOKENS = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
 THREE_VALUES = [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]
 
@@ -31,7 +32,7 @@ def _scores_cases(seed: int) -> list[Case]:
     gen = mk.generator(seed, salt=21)
     x = mk.tensor(THREE_TOKENS)
     return [
-        Case("the three-token example, Q = K = X", (x, x)),
+        Case("hand-sized: 3 tokens of size 2, Q = K = X", (x, x)),
         Case("random, n_q=4, n_k=5, d_k=3", (mk.randn(gen, 4, 3), mk.randn(gen, 5, 3))),
         Case("batched, B=2", (mk.randn(gen, 2, 4, 3), mk.randn(gen, 2, 5, 3))),
         Case("float32 inputs", (mk.randn(gen, 4, 3, dtype=torch.float32), mk.randn(gen, 5, 3, dtype=torch.float32))),
@@ -53,7 +54,7 @@ def _attention_cases(seed: int) -> list[Case]:
         )
 
     return [
-        Case("the three-token example, Q = K = X", (x, x, values)),
+        Case("hand-sized: 3 tokens of size 2, Q = K = X", (x, x, values)),
         Case("random, n_q=4, n_k=5, d_k=3, d_v=2", qkv()),
         Case("batched, B=2", qkv(2)),
         Case("float32 inputs", qkv(dtype=torch.float32)),

@@ -3,15 +3,15 @@
 Tasks:
     additive_scores(query, key, W_q, W_k, w_v) -> scores (..., n_q, n_k)
         entry (i, j) = w_v^T tanh(W_q q_i + W_k k_j), weights laid out like nn.Linear:
-        W_q (H, d_q), W_k (H, d_k), w_v (H,)
+        W_q (d_h, d_q), W_k (d_h, d_k), w_v (d_h,)
     bilinear_scores(query, key, W) -> scores (..., n_q, n_k), entry (i, j) = q_i^T W k_j,
         W (d_q, d_k)
     additive_attention(query, key, value, W_q, W_k, w_v) -> (output (..., n_q, d_v),
         weights (..., n_q, n_k))
 
-The hand-sized cases use square, non-symmetric weights (H = d_q = d_k), so that the
+The hand-sized cases use square, non-symmetric weights (d_h = d_q = d_k), so that the
 code with ``x @ W`` in place of ``x @ W.T`` runs and shows its wrong numbers instead of
-failing on a shape; later cases use H != d_q != d_k, n_q != n_k and d_k != d_v.
+failing on a shape; later cases use d_h != d_q != d_k, n_q != n_k and d_k != d_v.
 """
 
 from __future__ import annotations
@@ -31,18 +31,18 @@ FORBIDDEN = ATTENTION_FAMILY + LIBRARY_FAMILY
 SMALL_QUERIES = [[1.0, 0.0], [0.5, -1.0]]
 SMALL_KEYS = [[0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]]
 SMALL_VALUES = [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]]
-SMALL_W_Q = [[1.0, 2.0], [0.0, -1.0]]  # (H, d_q), not symmetric
-SMALL_W_K = [[0.5, 0.0], [1.0, 1.5]]  # (H, d_k), not symmetric
-SMALL_W_V = [1.0, -2.0]  # (H,)
+SMALL_W_Q = [[1.0, 2.0], [0.0, -1.0]]  # (d_h, d_q), not symmetric
+SMALL_W_K = [[0.5, 0.0], [1.0, 1.5]]  # (d_h, d_k), not symmetric
+SMALL_W_V = [1.0, -2.0]  # (d_h,)
 SMALL_W = [[1.0, -1.0], [2.0, 0.5]]  # bilinear (d_q, d_k), not symmetric
 
 
-def _additive_weights(gen, H: int, d_q: int, d_k: int, dtype=torch.float64):
-    """W_q (H, d_q), W_k (H, d_k), w_v (H,), scaled so that tanh is not saturated."""
+def _additive_weights(gen, d_h: int, d_q: int, d_k: int, dtype=torch.float64):
+    """W_q (d_h, d_q), W_k (d_h, d_k), w_v (d_h,), scaled so that tanh is not saturated."""
     return (
-        mk.randn(gen, H, d_q, dtype=dtype, scale=0.7),
-        mk.randn(gen, H, d_k, dtype=dtype, scale=0.7),
-        mk.randn(gen, H, dtype=dtype),
+        mk.randn(gen, d_h, d_q, dtype=dtype, scale=0.7),
+        mk.randn(gen, d_h, d_k, dtype=dtype, scale=0.7),
+        mk.randn(gen, d_h, dtype=dtype),
     )
 
 
@@ -51,13 +51,13 @@ def _additive_scores_cases(seed: int) -> list[Case]:
     small = (mk.tensor(SMALL_QUERIES), mk.tensor(SMALL_KEYS))
     small_weights = (mk.tensor(SMALL_W_Q), mk.tensor(SMALL_W_K), mk.tensor(SMALL_W_V))
     return [
-        Case("hand-sized, n_q=2, n_k=3, H=d_q=d_k=2", small + small_weights),
+        Case("hand-sized, n_q=2, n_k=3, d_h=d_q=d_k=2", small + small_weights),
         Case(
-            "random, n_q=4, n_k=5, H=d_q=d_k=3",
+            "random, n_q=4, n_k=5, d_h=d_q=d_k=3",
             (mk.randn(gen, 4, 3), mk.randn(gen, 5, 3)) + _additive_weights(gen, 3, 3, 3),
         ),
         Case(
-            "batched, B=2, d_q=3, d_k=4, H=5",
+            "batched, B=2, d_q=3, d_k=4, d_h=5",
             (mk.randn(gen, 2, 4, 3), mk.randn(gen, 2, 6, 4)) + _additive_weights(gen, 5, 3, 4),
         ),
         Case(
@@ -125,11 +125,11 @@ def _additive_attention_cases(seed: int) -> list[Case]:
             (mk.tensor(SMALL_QUERIES), mk.tensor(SMALL_KEYS), mk.tensor(SMALL_VALUES)) + small_weights,
         ),
         Case(
-            "random, n_q=4, n_k=5, H=d_q=d_k=3, d_v=2",
+            "random, n_q=4, n_k=5, d_h=d_q=d_k=3, d_v=2",
             qkv(L=4, S=5, d_q=3, d_k=3, d_v=2) + _additive_weights(gen, 3, 3, 3),
         ),
         Case(
-            "batched, B=2, d_q=3, d_k=4, H=5, d_v=2",
+            "batched, B=2, d_q=3, d_k=4, d_h=5, d_v=2",
             qkv(2, L=4, S=6, d_q=3, d_k=4, d_v=2) + _additive_weights(gen, 5, 3, 4),
         ),
         Case(
@@ -142,7 +142,7 @@ def _additive_attention_cases(seed: int) -> list[Case]:
             qkv(2, 3, L=4, S=7, d_q=5, d_k=3, d_v=6) + _additive_weights(gen, 8, 5, 3),
         ),
         Case(
-            "large hidden size, H=64",
+            "large hidden size, d_h=64",
             qkv(2, L=5, S=3, d_q=4, d_k=4, d_v=2) + _additive_weights(gen, 64, 4, 4),
             visible=False,
         ),

@@ -1,8 +1,8 @@
 """ex06_multi_head: splitting and merging heads, and a multi-head attention module.
 
 Tasks:
-    split_heads(x, num_heads): (B, T, d_model) -> (B, h, T, d_head)
-    merge_heads(x): (B, h, T, d_head) -> (B, T, h * d_head)
+    split_heads(x, num_heads): (B, n, d_model) -> (B, h, n, d_head)
+    merge_heads(x): (B, h, n, d_head) -> (B, n, h * d_head)
     MultiHeadAttention(embed_dim, num_heads), an nn.Module with nn.Linear layers q_proj,
         k_proj, v_proj, out_proj and forward(query, key, value, attn_mask=None) ->
         (output (B, L, d_model), weights per head (B, h, L, S)); attn_mask is boolean
@@ -38,36 +38,36 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 def _split_cases(seed: int) -> list[Case]:
     gen = mk.generator(seed, salt=61)
-    hand = torch.arange(16, dtype=torch.float64).reshape(2, 2, 4)  # (B=2, T=2, d_model=4)
+    hand = torch.arange(16, dtype=torch.float64).reshape(2, 2, 4)  # (B=2, n=2, d_model=4)
     return [
-        Case("hand-sized, B=2, T=2, d_model=4, 2 heads", (hand, 2)),
-        Case("random, B=2, T=3, d_model=6, 3 heads", (mk.randn(gen, 2, 3, 6), 3)),
-        Case("float32, B=1, T=5, d_model=8, 2 heads", (mk.randn(gen, 1, 5, 8, dtype=torch.float32), 2)),
+        Case("hand-sized, B=2, n=2, d_model=4, 2 heads", (hand, 2)),
+        Case("random, B=2, n=3, d_model=6, 3 heads", (mk.randn(gen, 2, 3, 6), 3)),
+        Case("float32, B=1, n=5, d_model=8, 2 heads", (mk.randn(gen, 1, 5, 8, dtype=torch.float32), 2)),
         Case("one head", (mk.randn(gen, 2, 4, 6), 1), visible=False),
-        Case("B=3, T=5, d_model=12, 4 heads", (mk.randn(gen, 3, 5, 12), 4), visible=False),
+        Case("B=3, n=5, d_model=12, 4 heads", (mk.randn(gen, 3, 5, 12), 4), visible=False),
     ]
 
 
 def _merge_cases(seed: int) -> list[Case]:
     gen = mk.generator(seed, salt=62)
-    hand = torch.arange(16, dtype=torch.float64).reshape(2, 2, 2, 2)  # (B=2, h=2, T=2, d_head=2)
+    hand = torch.arange(16, dtype=torch.float64).reshape(2, 2, 2, 2)  # (B=2, h=2, n=2, d_head=2)
     return [
-        Case("hand-sized, B=2, h=2, T=2, d_head=2", (hand,)),
-        Case("random, B=2, h=3, T=4, d_head=2", (mk.randn(gen, 2, 3, 4, 2),)),
-        Case("float32, B=1, h=2, T=5, d_head=3", (mk.randn(gen, 1, 2, 5, 3, dtype=torch.float32),)),
+        Case("hand-sized, B=2, h=2, n=2, d_head=2", (hand,)),
+        Case("random, B=2, h=3, n=4, d_head=2", (mk.randn(gen, 2, 3, 4, 2),)),
+        Case("float32, B=1, h=2, n=5, d_head=3", (mk.randn(gen, 1, 2, 5, 3, dtype=torch.float32),)),
         Case("one head", (mk.randn(gen, 2, 1, 3, 4),), visible=False),
-        Case("B=3, h=4, T=5, d_head=3", (mk.randn(gen, 3, 4, 5, 3),), visible=False),
+        Case("B=3, h=4, n=5, d_head=3", (mk.randn(gen, 3, 4, 5, 3),), visible=False),
     ]
 
 
 def reference_split_heads(x, num_heads):
-    B, T, d_model = x.shape
-    return x.reshape(B, T, num_heads, d_model // num_heads).transpose(1, 2)  # (B, h, T, d_head)
+    B, n, d_model = x.shape
+    return x.reshape(B, n, num_heads, d_model // num_heads).transpose(1, 2)  # (B, h, n, d_head)
 
 
 def reference_merge_heads(x):
-    B, h, T, d_head = x.shape
-    return x.transpose(1, 2).reshape(B, T, h * d_head)  # (B, T, d_model)
+    B, h, n, d_head = x.shape
+    return x.transpose(1, 2).reshape(B, n, h * d_head)  # (B, n, d_model)
 
 
 SPLIT_HEADS = register_task(
@@ -256,8 +256,8 @@ def define_once(name: str, hint: str):
 
 define_once(
     "heads_reshape_without_transpose",
-    "the heads were made with a reshape (view) alone: (B, T, d_model) -> (B, h, T, d_head) "
-    "mixes positions and features. Reshape to (B, T, h, d_head) first, then "
+    "the heads were made with a reshape (view) alone: (B, n, d_model) -> (B, h, n, d_head) "
+    "mixes positions and features. Reshape to (B, n, h, d_head) first, then "
     "transpose(1, 2); merging does the reverse: transpose(1, 2), then reshape.",
 )
 define_once(
@@ -297,21 +297,21 @@ define_once(
 
 
 def _split(x, h, *, transpose=True, interleave=False):
-    B, T, d_model = x.shape
+    B, n, d_model = x.shape
     if not transpose:
-        return x.reshape(B, h, T, d_model // h)  # the mistake: positions and features mixed
+        return x.reshape(B, h, n, d_model // h)  # the mistake: positions and features mixed
     if interleave:
-        return x.reshape(B, T, d_model // h, h).permute(0, 3, 1, 2)  # (B, h, T, d_head)
-    return x.reshape(B, T, h, d_model // h).transpose(1, 2)  # (B, h, T, d_head)
+        return x.reshape(B, n, d_model // h, h).permute(0, 3, 1, 2)  # (B, h, n, d_head)
+    return x.reshape(B, n, h, d_model // h).transpose(1, 2)  # (B, h, n, d_head)
 
 
 def _merge(x, *, transpose=True, interleave=False):
-    B, h, T, d_head = x.shape
+    B, h, n, d_head = x.shape
     if not transpose:
-        return x.reshape(B, T, h * d_head)
+        return x.reshape(B, n, h * d_head)
     if interleave:
-        return x.permute(0, 2, 3, 1).reshape(B, T, h * d_head)  # columns dealt out in turn
-    return x.transpose(1, 2).reshape(B, T, h * d_head)  # (B, T, d_model)
+        return x.permute(0, 2, 3, 1).reshape(B, n, h * d_head)  # columns dealt out in turn
+    return x.transpose(1, 2).reshape(B, n, h * d_head)  # (B, n, d_model)
 
 
 @variant("heads_reshape_without_transpose", "split_heads")
@@ -416,12 +416,12 @@ _mha_other_dtype.takes_case_arguments = True
 
 
 def check_split_heads(split_heads, suite: str = "visible") -> None:
-    """Grade ``split_heads(x, num_heads) -> (B, h, T, d_head)``."""
+    """Grade ``split_heads(x, num_heads) -> (B, h, n, d_head)``."""
     run_task_check("split_heads", split_heads, suite)
 
 
 def check_merge_heads(merge_heads, suite: str = "visible") -> None:
-    """Grade ``merge_heads(x) -> (B, T, h * d_head)``."""
+    """Grade ``merge_heads(x) -> (B, n, h * d_head)``."""
     run_task_check("merge_heads", merge_heads, suite)
 
 
