@@ -37,7 +37,7 @@ def docker_standin() -> list[str]:
     """What ``docker run -i --rm --network none --read-only --tmpfs /tmp --user 65534
     attncourse-sandbox python -I -m attncourse.grading.sandbox.worker --stdio`` gives,
     made with bubblewrap."""
-    args = [shutil.which("bwrap")]
+    args = [shutil.which("bwrap"), "--perms", "1777", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
     for path in SYSTEM_DIRS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -48,7 +48,6 @@ def docker_standin() -> list[str]:
     for path in library_paths():
         args += ["--ro-bind", path, path]
     args += [
-        "--perms", "1777", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--die-with-parent", "--new-session", "--chdir", "/tmp", "--",
     ]

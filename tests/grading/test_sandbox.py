@@ -139,7 +139,8 @@ def test_the_sandbox_sees_no_course_no_network_and_runs_as_a_user_of_its_own():
             f"print(sorted(os.listdir({course_root!r})))\n"
             "print(os.getuid(), os.getcwd(), sorted(os.environ))\n"
             "try:\n    socket.create_connection(('127.0.0.1', 22), timeout=2)\nexcept OSError as exc:\n    print('network:', exc.errno)\n"
-            "print(sorted(os.listdir('/root')) if os.path.exists('/root') else [], len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)\n",
+            "print(sorted(os.listdir('/root')) if os.path.exists('/root') else [], len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)\n"
+            "import tempfile\nprint(tempfile.mkstemp()[1].startswith('/tmp/'))\n",
         )
     lines = answer["stdout"].splitlines()
     visible = eval(lines[0])  # noqa: S307 - our own printed list
@@ -152,6 +153,7 @@ def test_the_sandbox_sees_no_course_no_network_and_runs_as_a_user_of_its_own():
     assert lines[2].startswith("network:")
     home, own_pids = lines[3].rsplit(" ", 1)
     assert set(eval(home)) <= {".pyenv"} and own_pids == "True"  # noqa: S307 - no one's files; a pid namespace
+    assert lines[4] == "True"  # a private /tmp it can write
 
 
 @needs_bwrap

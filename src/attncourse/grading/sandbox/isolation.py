@@ -462,7 +462,9 @@ class Sandbox:
         return [*prefix, *drop, *python]
 
     def _bwrap_arguments(self) -> list[str]:
-        args = [shutil.which("bwrap") or "bwrap"]
+        # The fresh /tmp, /proc and /dev first: later binds may lie below /tmp (a course
+        # or a virtual environment in a temporary folder) and must not be hidden by it.
+        args = [shutil.which("bwrap") or "bwrap", "--perms", "1777", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         for path in SYSTEM_DIRS:
             if os.path.islink(path):
                 args += ["--symlink", os.readlink(path), path]
@@ -475,9 +477,6 @@ class Sandbox:
             args += ["--ro-bind", path, path]
         args += [
             "--bind", self._workdir, WORKDIR_INSIDE,
-            "--tmpfs", "/tmp",
-            "--proc", "/proc",
-            "--dev", "/dev",
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--hostname", "sandbox",
             "--die-with-parent", "--new-session",
