@@ -53,7 +53,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     cpu_seconds = Integer(900, help="CPU seconds one sandbox may use in all.").tag(config=True)
     memory_mb = Integer(8192, help="Address space of one sandbox, in MiB.").tag(config=True)
     file_size_mb = Integer(256, help="Largest file one sandbox may write, in MiB.").tag(config=True)
-    processes = Integer(512, help="Processes and threads of the sandbox's user.").tag(config=True)
+    processes = Integer(128, help="Processes and threads of the sandbox's user.").tag(config=True)
     max_restarts = Integer(6, help="Restarts of a sandbox that died, per notebook.").tag(config=True)
 
     def policy(self) -> Policy:

@@ -79,7 +79,7 @@ class Limits:
     cpu_seconds: int | None = 900
     address_space_bytes: int | None = 8 * 2**30
     file_size_bytes: int | None = 256 * 2**20
-    processes: int | None = 512  # applied only when the sandbox has a user of its own
+    processes: int | None = 128  # applied only when the sandbox has a user of its own
     open_files: int | None = 512
 
 
