@@ -172,8 +172,10 @@ class TaskRun:
     ``outcomes`` and ``op_logs`` have one entry per case. ``delegations`` names forbidden
     functions or operators the calls reached. ``refusal`` is a complete failure message
     decided before any value was compared (the static read of the answer's code);
-    ``peak_growth`` is the memory growth measured for the task's memory audit, in bytes,
-    and ``memory_problem`` what went wrong on its large case, if anything;
+    ``measure_memory``, when set, runs the task's memory audit (a fresh sandbox and a large
+    case, so :func:`judge` calls it only once every value has passed) and gives
+    ``(peak_growth, notes, memory_problem)``: the growth in bytes, review notes, and what
+    went wrong on the large case, if anything;
     ``notes`` are lines for the instructor's review, printed after the verdict.
     """
 
@@ -181,6 +183,7 @@ class TaskRun:
     op_logs: list[list[OpRecord]]
     delegations: list[str] = field(default_factory=list)
     refusal: str | None = None
+    measure_memory: "Callable[[], tuple[int | None, list[str], str | None]] | None" = None
     peak_growth: int | None = None
     memory_problem: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -524,7 +527,8 @@ def _find_failure(
         return f"{task.function_name} must be a function, got {_kind_of(student_fn)}", []
     else:
         run = run_locally(task, student_fn, cases)
-    return judge(task, cases, expected, run, suite), run.notes
+    failure = judge(task, cases, expected, run, suite)  # may add the memory audit's notes
+    return failure, run.notes
 
 
 def judge(task: Task, cases: list[Case], expected: list[Outcome], run: TaskRun, suite: str) -> str | None:
@@ -545,6 +549,9 @@ def judge(task: Task, cases: list[Case], expected: list[Outcome], run: TaskRun, 
             problem = task.audit(case, records)
             if problem is not None:
                 return method_message(task, case, problem)
+    if task.memory_audit is not None and run.measure_memory is not None:
+        run.peak_growth, notes, run.memory_problem = run.measure_memory()
+        run.notes += notes
     if task.memory_audit is not None and run.memory_problem is not None:
         return method_message(task, task.memory_audit.make_case(0), run.memory_problem)
     if task.memory_audit is not None and run.peak_growth is not None:

@@ -469,8 +469,8 @@ class RemoteName(RemoteObject):
             delegations += [d for d in _delegations_from(answer) if d not in delegations]
         run = TaskRun(outcomes, logs, delegations, refusal=refusal, notes=notes)
         if task.memory_audit is not None and refusal is None and not delegations:
-            run.peak_growth, memory_notes, run.memory_problem = grader.measure_memory(self.name, task, self._cell_index)
-            run.notes += memory_notes
+            cell_index = self._cell_index
+            run.measure_memory = lambda: grader.measure_memory(self.name, task, cell_index)
         return run
 
 
