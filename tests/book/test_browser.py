@@ -90,7 +90,8 @@ const colLeft = box.left + parseFloat(style.paddingLeft);
 const colRight = box.right - parseFloat(style.paddingRight);
 const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 || r.height > 0; };
 const kindOf = (el) => {
-  if (el.matches('mjx-container')) return 'display math';
+  if (el.matches('mjx-container[display="true"]')) return 'display math';
+  if (el.matches('mjx-container')) return 'inline math';
   if (el.matches('table')) return 'table';
   if (el.matches('img')) return 'figure';
   if (el.closest('.cell_output')) return 'output';
@@ -157,6 +158,24 @@ for (const el of article.querySelectorAll('*')) {
   const r = el.getBoundingClientRect();
   measured.push({kind: el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ')[0] : ''),
                  problem: 'sticks out of the column', width: Math.round(r.width), room: Math.round(colRight - colLeft), ...describe(el)});
+}
+// An inline formula never breaks across lines, and the theme's span.math around it clips
+// whatever does not fit (no scroll bar, the page does not widen): one wider than the block
+// it sits in is cut off. (A formula at a line's end may overhang by a glyph: not counted.)
+const blockOf = (el) => {
+  let node = el.parentElement;
+  while (node && node !== article && getComputedStyle(node).display.startsWith('inline')) node = node.parentElement;
+  return node;
+};
+for (const el of article.querySelectorAll('mjx-container:not([display="true"])')) {
+  if (!visible(el) || inScroller(el.closest('span.math') || el)) continue;
+  const block = blockOf(el.closest('span.math') || el);
+  const style = getComputedStyle(block);
+  const room = block.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const {left, right} = extent(el);
+  if (right - left > room + 1) {
+    measured.push({kind: kindOf(el), problem: 'clipped', width: Math.round(right - left), room: Math.round(room), ...describe(el)});
+  }
 }
 const figures = Array.from(article.querySelectorAll('.cell_output img')).filter(visible)
   .map((img) => ({src: img.getAttribute('src'), shown: img.getBoundingClientRect().width, ...describe(img)}));
