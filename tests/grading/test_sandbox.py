@@ -187,6 +187,34 @@ def test_memory_growth_is_measured_from_outside():
     assert 48 * 2**20 < growth < 200 * 2**20 and notes == []
 
 
+# A process that shares the worker's address space, as a child of vfork does between its
+# start and its exec (every `subprocess` call, and matplotlib's first import, which runs
+# fc-list): here made with clone(CLONE_VM) and held in pause() for a while, so that the
+# sampler surely sees it. Its pages are the worker's own.
+SHARED_ADDRESS_SPACE_CHILD = """
+import ctypes, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+stack = ctypes.create_string_buffer(1 << 16)
+top = ctypes.c_void_p(ctypes.addressof(stack) + (1 << 16) - 64)
+pause = ctypes.cast(libc.pause, ctypes.c_void_p)
+child = libc.clone(pause, top, 0x100 | signal.SIGCHLD, None)  # CLONE_VM
+assert child > 0, ctypes.get_errno()
+time.sleep(0.5)
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_process_sharing_the_address_space_is_not_counted_twice():
+    with Sandbox(Policy()) as sandbox:
+        _run(sandbox, "import torch")
+        sandbox.begin_memory_measure()
+        _run(sandbox, SHARED_ADDRESS_SPACE_CHILD)
+        growth, notes = sandbox.end_memory_measure()
+    # Counted twice, the worker's 200 MiB and more (Python and torch) would be growth.
+    assert growth < 32 * 2**20 and notes == [], (growth, notes)
+
+
 # ---------------------------------------------------------------------------------------
 # The static read
 # ---------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import pwd
 import random
 import resource
@@ -598,9 +599,45 @@ def _status_kib(pid: int, key: bytes) -> int:
     return 0
 
 
-def resident_bytes(pids: list[int]) -> int:
-    total = 0
+# kcmp(2), which tells whether two processes share their address space, by machine.
+_KCMP_SYSCALL = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(platform.machine())
+_KCMP_VM = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def shares_memory(pid_a: int, pid_b: int) -> bool:
+    """Whether two processes have one address space (a child between vfork and exec, as
+    every ``subprocess`` call makes one). False when the kernel cannot tell us."""
+    if _KCMP_SYSCALL is None:
+        return False
+    try:
+        return _libc().syscall(_KCMP_SYSCALL, pid_a, pid_b, _KCMP_VM, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def distinct_memories(pids: list[int]) -> list[int]:
+    """``pids`` less each process that shares its address space with an earlier one:
+    their resident pages are the same pages, which a sum over processes would count
+    twice (a notebook that runs a program, or imports matplotlib, which runs fc-list,
+    would seem to double its memory for a moment)."""
+    kept: list[int] = []
     for pid in pids:
+        if not any(shares_memory(pid, other) for other in kept):
+            kept.append(pid)
+    return kept
+
+
+def resident_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes, each address space counted once."""
+    total = 0
+    for pid in distinct_memories(pids):
         try:
             with open(f"/proc/{pid}/statm", "rb") as handle:
                 total += int(handle.read().split()[1]) * PAGE_SIZE
@@ -646,7 +683,7 @@ class _MemorySampler:
         self._thread.join()
         pids = descendants(self.root)
         self.sampled_peak = max(self.sampled_peak, resident_bytes(pids))
-        kernel_peak = sum(_status_kib(pid, b"VmHWM:") * 1024 for pid in pids)
+        kernel_peak = sum(_status_kib(pid, b"VmHWM:") * 1024 for pid in distinct_memories(pids))
         notes = []
         if kernel_peak and kernel_peak < 0.9 * self.sampled_peak:
             notes.append(
