@@ -5,6 +5,7 @@ sandbox's isolation and limits, the static read, and the engine's restarts and r
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import time
 
@@ -176,6 +177,30 @@ def test_limits_hold_and_the_sandbox_dies_alone():
     with Sandbox(Policy()) as sandbox:
         with pytest.raises(SandboxDied):
             _run(sandbox, "import os\nos._exit(3)")
+
+
+def test_ctrl_c_while_a_sandbox_starts_takes_it_down(tmp_path):
+    # A sandbox command that never says it is ready: the start waits, and Ctrl-C (here a
+    # timer raising KeyboardInterrupt) comes while it waits.
+    marker = tmp_path / "pid"
+    never_ready = ["sh", "-c", f"echo $$ > {marker}; exec sleep 60"]
+    sandbox = Sandbox(Policy(isolation="command", command=tuple(never_ready)))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.start(timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    pid = int(marker.read_text())
+    assert not sandbox.alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_memory_growth_is_measured_from_outside():

@@ -221,6 +221,15 @@ class Sandbox:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the sandbox and wait for its worker to be ready. Whatever stops the start
+        (an error, a timeout, Ctrl-C while torch loads) takes the sandbox down with it."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, timeout: float) -> None:
         self._workdir = self._make_workdir()
         if self.isolation == "command":
             self._start_command()
@@ -230,21 +239,16 @@ class Sandbox:
         try:
             header, _ = self._reader.read(time.monotonic() + timeout)
         except TimeoutError:
-            self.close()
             raise SandboxTimeout(f"the sandbox did not start within {timeout:g} s") from None
         except (EOFError, wire.WireError) as exc:
-            output = self.output_tail()
-            self.close()
-            raise SandboxDied(f"the sandbox could not start: {exc}\n{output}") from None
+            raise SandboxDied(f"the sandbox could not start: {exc}\n{self.output_tail()}") from None
         if header.get("status") != "ready":
-            self.close()
             raise SandboxDied("the sandbox answered its start with something else than 'ready'")
         if self.isolation == "basic":
             self.warnings += _basic_tier_warnings(self.ids)
         if self.isolation == "command" and self._notebook is not None:
             answer, _ = self.request({"op": "write_notebook", "name": self._notebook_name}, [self._notebook], timeout=timeout)
             if answer.get("status") != "ok":
-                self.close()
                 raise SandboxDied("the sandbox could not store the notebook's copy")
 
     def _start_worker(self) -> None:
