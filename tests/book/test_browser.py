@@ -6,10 +6,10 @@ all of its math, every image decodes, every relative link points at a file of th
 book, no output shows the error stream, and every question keeps its answer folded.
 
 The visit also measures the layout, with every fold opened, at two window widths: at
-1280 px no display equation, table, figure, code cell or output may be wider than the text
-column (neither clipped nor scrolling), and at a phone's 390 px nothing may be clipped or
-push the page sideways (code, outputs, tables and equations may scroll inside their own
-box there). Each offending element is listed. Full-page screenshots at both widths are
+1280 px no equation (display or inline), table, figure, code cell or output may be wider
+than the text column (neither clipped nor scrolling), and at a phone's 390 px nothing may
+be clipped or push the page sideways, and every equation must fit the column (code,
+outputs and tables may scroll inside their own box there). Each offending element is listed. Full-page screenshots at both widths are
 saved in _build/screenshots/ for a human to look at.
 """
 
