@@ -87,7 +87,14 @@ def test_missing_notebook_and_unknown_assignment(tmp_path, capsys):
 def test_ctrl_c_stops_the_command_and_its_sandbox(tmp_path):
     hang = "def dot_scores(query, key):\n    while True:\n        pass"
     path = _release_with_answers(tmp_path, {"dot_scores_answer": hang})
-    command = [sys.executable, "-c", "import sys; from attncourse.cli import main; sys.exit(main())"]
+    # Ctrl-C at a terminal: SIGINT reaches a Python whose handler raises KeyboardInterrupt.
+    # The handler is set explicitly because a test runner's process may have SIGINT
+    # ignored, which a child inherits (Python then installs no handler at all).
+    command = [
+        sys.executable, "-c",
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from attncourse.cli import main; sys.exit(main())",
+    ]
     process = subprocess.Popen([*command, "check", str(path), "--timeout", "300"], env=venv_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
