@@ -9,8 +9,9 @@ The visit also measures the layout, with every fold opened, at two window widths
 1280 px no equation (display or inline), table, figure, code cell or output may be wider
 than the text column (neither clipped nor scrolling), and at a phone's 390 px nothing may
 be clipped or push the page sideways, and every equation must fit the column (code,
-outputs and tables may scroll inside their own box there). Each offending element is listed. Full-page screenshots at both widths are
-saved in _build/screenshots/ for a human to look at.
+outputs and tables may scroll inside their own box there). Each offending element is
+listed. Full-page screenshots at both widths are saved in _build/screenshots/ for a human
+to look at.
 """
 
 from __future__ import annotations

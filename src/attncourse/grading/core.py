@@ -184,8 +184,6 @@ class TaskRun:
     delegations: list[str] = field(default_factory=list)
     refusal: str | None = None
     measure_memory: "Callable[[], tuple[int | None, list[str], str | None]] | None" = None
-    peak_growth: int | None = None
-    memory_problem: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -532,7 +530,8 @@ def _find_failure(
 
 
 def judge(task: Task, cases: list[Case], expected: list[Outcome], run: TaskRun, suite: str) -> str | None:
-    """The verdict on a run: None when it passes, else the failure message."""
+    """The verdict on a run: None when it passes, else the failure message. Once every
+    value and operator passed, runs the task's memory audit, whose notes join ``run.notes``."""
     if run.refusal is not None:
         return run.refusal
     if run.delegations:
@@ -550,14 +549,13 @@ def judge(task: Task, cases: list[Case], expected: list[Outcome], run: TaskRun, 
             if problem is not None:
                 return method_message(task, case, problem)
     if task.memory_audit is not None and run.measure_memory is not None:
-        run.peak_growth, notes, run.memory_problem = run.measure_memory()
+        peak_growth, notes, memory_problem = run.measure_memory()
         run.notes += notes
-    if task.memory_audit is not None and run.memory_problem is not None:
-        return method_message(task, task.memory_audit.make_case(0), run.memory_problem)
-    if task.memory_audit is not None and run.peak_growth is not None:
         case = task.memory_audit.make_case(0)
-        if run.peak_growth > task.memory_audit.limit(case):
-            return method_message(task, case, task.memory_audit.message(case, run.peak_growth))
+        if memory_problem is not None:
+            return method_message(task, case, memory_problem)
+        if peak_growth is not None and peak_growth > task.memory_audit.limit(case):
+            return method_message(task, case, task.memory_audit.message(case, peak_growth))
     return None
 
 
